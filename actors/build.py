@@ -1,0 +1,145 @@
+"""The only place that maps the driver's Protocols (rlpost/types.py) to Ray actors.
+
+Each client wraps a role's actor handles behind typed methods; every call waits with a timeout and raises a named
+error saying which actor and which phase. Leaves out: replacing dead actors mid-step (fault-tolerance issue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from actors.placement import RolePlacement, place_roles
+from rlpost.config import RootConfig
+from rlpost.types import GenerationRequest, LearnerBatch, LossSpec, RewardRequest, RewardResult, Sample
+
+
+class ActorCallError(RuntimeError):
+    """A Ray call failed or timed out; the message names the role, the method and the cause."""
+
+
+def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
+    """`ray.get` with a timeout and an error that names the call, unwrapping the remote traceback's cause."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except GetTimeoutError:
+        raise ActorCallError(f"{what}: no answer within {timeout_s:.0f}s (resources.call_timeout_s)") from None
+    except RayTaskError as err:
+        cause = err.cause if getattr(err, "cause", None) is not None else err
+        raise ActorCallError(f"{what} failed: {type(cause).__name__}: {cause}") from cause
+    except RayActorError as err:
+        raise ActorCallError(f"{what}: the actor died ({err})") from None
+
+
+class RolloutClient:
+    """Spreads generation requests over the vLLM engines (round-robin by prompt)."""
+
+    def __init__(self, handles: list[Any], timeout_s: float) -> None:
+        self.handles, self.timeout_s = handles, timeout_s
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        k = len(self.handles)
+        parts = [requests[i::k] for i in range(k)]
+        results = call([h.generate.remote(p) for h, p in zip(self.handles, parts) if p], "rollout.generate",
+                       self.timeout_s)
+        merged: list[list[Sample]] = [[] for _ in requests]
+        for i, result in enumerate(results):
+            for j, samples in enumerate(result):
+                merged[i + j * k] = samples
+        return merged
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
+        """Per engine, the logprobs of the sequences (the probe compares every engine)."""
+        return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "rollout.sequence_logprobs",
+                    self.timeout_s)
+
+
+class LearnerClient:
+    """Fans a step out to every learner rank and adds up their metric sums."""
+
+    def __init__(self, handles: list[Any], timeout_s: float) -> None:
+        self.handles, self.timeout_s = handles, timeout_s
+
+    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int) -> dict[str, float]:
+        import ray
+
+        refs = [h.train.remote(ray.put(s), loss, micro_batches) for h, s in zip(self.handles, shards)]
+        per_rank = call(refs, "learner.train", self.timeout_s)
+        total: dict[str, float] = {}
+        for metrics in per_rank:
+            for key, value in metrics.items():
+                total[key] = max(total.get(key, value), value) if key.endswith("_max") else total.get(key, 0) + value
+        return total
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "learner.sequence_logprobs",
+                    self.timeout_s)[0]
+
+    def save_hf(self, path: str) -> None:
+        call([h.save_hf.remote(path) for h in self.handles], "learner.save_hf", self.timeout_s)
+
+
+class RewardClient:
+    """Splits a reward request into one chunk per worker and joins the results in order."""
+
+    def __init__(self, handles: list[Any], timeout_s: float) -> None:
+        self.handles, self.timeout_s = handles, timeout_s
+
+    def score(self, request: RewardRequest) -> RewardResult:
+        n, k = len(request.completions), len(self.handles)
+        bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
+        chunks = [RewardRequest(request.prompts[a:b], request.completions[a:b], request.completion_ids[a:b],
+                                {c: v[a:b] for c, v in request.columns.items()}) for a, b in bounds if b > a]
+        # The worker enforces its own per-call timeout; the driver's bound only guards against a dead actor.
+        results = call([h.score.remote(c) for h, c in zip(self.handles, chunks)], "reward.score",
+                       self.timeout_s)
+        merged = RewardResult(rewards=[], components={})
+        for result in results:
+            merged.rewards += result.rewards
+            for name, values in result.components.items():
+                merged.components.setdefault(name, []).extend(values)
+        return merged
+
+
+@dataclass
+class Components:
+    rollout: RolloutClient
+    learner: LearnerClient
+    reward: RewardClient
+    rollout_handles: list[Any]
+    learner_handles: list[Any]
+    placements: dict[str, RolePlacement]
+
+
+def build_components(config: RootConfig, model_path: str, transport: str) -> Components:
+    """Place and start every actor; the learner group meets at rank 0's address."""
+    import ray
+
+    from actors.learner import LearnerWorker
+    from actors.reward import RewardWorker
+    from actors.rollout import RolloutWorker
+
+    timeout = config.resources.call_timeout_s
+    placements = place_roles(config)
+    rollout_cls = ray.remote(RolloutWorker)
+    learner_cls = ray.remote(LearnerWorker)
+    reward_cls = ray.remote(RewardWorker)
+
+    learners = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
+        r, config.learner.world_size, config.model, config.learner, model_path)
+        for r in range(config.learner.world_size)]
+    rollouts = [rollout_cls.options(**placements["rollout"].options(i)).remote(
+        model_path, config.model, config.rollout, i, transport) for i in range(config.rollout.num_engines)]
+    rewards = [reward_cls.options(**placements["reward"].options(i)).remote(
+        list(config.reward.functions), list(config.reward.weights), config.reward.timeout_s)
+        for i in range(config.reward.num_workers)]
+
+    addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
+    call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
+    call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
+    call([h.ping.remote() for h in rewards], "reward worker start", timeout)
+    return Components(RolloutClient(rollouts, timeout), LearnerClient(learners, timeout),
+                      RewardClient(rewards, timeout), rollouts, learners, placements)

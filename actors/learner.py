@@ -1,0 +1,230 @@
+"""Learner ranks: one DeepSpeed engine per Ray actor, joined in a torch.distributed group (gloo on CPU, NCCL on GPU).
+
+The learner is algorithm-blind: it computes logprobs, applies the loss spec it is given to a batch whose
+advantages and per-token weights the driver computed, and reports gradient statistics. Rank 0 picks the
+rendezvous address; the other ranks join it. Leaves out: reference models and KL (GRPO-family issue),
+DeepSpeed checkpoints for resume (checkpoint issue), sequence packing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from actors.runtime import configure_process_env
+
+configure_process_env()
+
+import torch  # noqa: E402
+
+from rlpost.batching import pad_rows, split_micro  # noqa: E402
+from rlpost.config import LearnerConfig, ModelConfig  # noqa: E402
+from rlpost.losses import clipped_policy_loss  # noqa: E402
+from rlpost.types import LearnerBatch, LossSpec  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor:
+    """log p(token t+1 | tokens ≤ t) for every position: shape [B, T-1]."""
+    logits = model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, use_cache=False).logits
+    logits = logits[:, :-1].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids_BT[:, 1:, None]).squeeze(-1)
+
+
+def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:
+    """DeepSpeed config: the caller owns accumulation (one `step()` per optimizer step, any number of backwards)."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class LearnerWorker:
+    """One learner rank (wrapped by `ray.remote` in actors/build.py)."""
+
+    def __init__(self, rank: int, world_size: int, model_cfg: ModelConfig, learner_cfg: LearnerConfig,
+                 model_path: str) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.model_cfg, self.cfg, self.model_path = model_cfg, learner_cfg, model_path
+        self.engine: Any = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """Rank 0 only: the address and a free port the group will meet at."""
+        return socket.gethostbyname(socket.gethostname()), free_port()
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def init(self, master_addr: str, master_port: int, timeout_s: float) -> None:
+        """Join the process group and build the DeepSpeed engine (blocks until every rank has joined)."""
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        use_cuda = torch.cuda.is_available()
+        backend = self.cfg.backend if self.cfg.backend != "auto" else ("nccl" if use_cuda else "gloo")
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
+                                                 timeout=timedelta(seconds=timeout_s))
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        torch.manual_seed(self.cfg.seed)
+        dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
+                                                     trust_remote_code=self.model_cfg.trust_remote_code)
+        if use_cuda:
+            model = model.cuda()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+                                      eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                               config=ds_config(self.cfg, self.model_cfg.dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Logprob of every token after the first, per sequence (all ranks run it: ZeRO-3 forwards are collective)."""
+        ids, attn = pad_rows(sequences)
+        self.engine.eval()
+        with torch.no_grad():
+            lp = token_logprobs(self.engine, ids.to(self.device), attn.to(self.device)).cpu()
+        self.engine.train()
+        return [lp[i, : len(s) - 1].tolist() for i, s in enumerate(sequences)]
+
+    def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int) -> dict[str, float]:
+        """`loss.updates_per_batch` optimizer steps on this rank's shard, each over `micro_batches` backwards.
+
+        Every rank makes the same number of forwards and backwards (padding with fully masked rows), because
+        ZeRO-2/3 reduce gradients inside each backward. Returns weighted sums the driver adds up over ranks.
+        """
+        k = loss.updates_per_batch
+        plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size), micro_batches)
+                for mini in _pad_count(split_micro(shard, max(1, -(-shard.input_ids_BT.shape[0] // k))), k)]
+        olds = [self._old_logprobs(micros) if k > 1 else [None] * len(micros) for micros in plan]
+        sums: dict[str, float] = {}
+        for micros, old_lps in zip(plan, olds):
+            for micro, old_lp in zip(micros, old_lps):
+                batch = _to(micro, self.device)
+                logprobs = token_logprobs(self.engine, batch.input_ids_BT, batch.attention_mask_BT)
+                old_lp = logprobs.detach() if old_lp is None else old_lp.to(self.device)
+                value, metrics = clipped_policy_loss(
+                    logprobs, old_lp, batch.advantages_BT, batch.loss_weights_BT * k,
+                    clip_eps_low=loss.clip_eps_low, clip_eps_high=loss.clip_eps_high)
+                # DeepSpeed averages gradients over ranks; the weights already hold the global mean, so undo it.
+                self.engine.backward(value * self.world_size, scale_wrt_gas=False)
+                mismatch = (batch.rollout_logprobs_BT - old_lp).abs() * batch.loss_mask_BT
+                metrics["loss"] = value.detach()
+                metrics["logprob_mismatch_mean"] = (mismatch * batch.loss_weights_BT * k).sum()
+                _accumulate(sums, metrics, 1.0 / k)
+                _accumulate(sums, {"logprob_mismatch_max": mismatch.max()}, None)
+            self.engine.step()
+            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+            _accumulate(sums, {"grad_norm": grad_norm / self.world_size}, 1.0 / k)
+        return sums
+
+    def _old_logprobs(self, micros: list[LearnerBatch]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [token_logprobs(self.engine, m.input_ids_BT.to(self.device),
+                                   m.attention_mask_BT.to(self.device)).cpu() for m in micros]
+
+    def named_weights(self, bucket_bytes: int) -> list[Any]:
+        """Full weights in buckets of about `bucket_bytes`, put in the object store (rank 0 returns the refs).
+
+        Every rank must call it: under ZeRO-3 each parameter is gathered collectively.
+        """
+        import ray
+
+        refs, bucket, size = [], [], 0
+        for name, tensor in self._iter_full_params():
+            if self.rank == 0:
+                bucket.append((name, tensor))
+                size += tensor.numel() * tensor.element_size()
+                if size >= bucket_bytes:
+                    refs.append(ray.put(bucket))
+                    bucket, size = [], 0
+        if self.rank == 0 and bucket:
+            refs.append(ray.put(bucket))
+        return refs
+
+    def _iter_full_params(self):
+        """(HF name, full CPU tensor) for every parameter, gathering ZeRO-3 partitions one at a time."""
+        import deepspeed
+
+        module = self.engine.module
+        for name, param in module.named_parameters():
+            if hasattr(param, "ds_id"):
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.detach().to("cpu", copy=True)
+            else:
+                yield name, param.detach().to("cpu", copy=True)
+
+    def save_hf(self, path: str) -> None:
+        """Write a Hugging Face checkpoint (weights, config, tokenizer) of the current policy, atomically.
+
+        All ranks gather (ZeRO-3); rank 0 writes into a temporary folder and renames it into place, so a crash
+        never leaves a half-written checkpoint at `path`.
+        """
+        import shutil
+
+        from transformers import AutoTokenizer
+
+        state = dict(self._iter_full_params())
+        if self.rank != 0:
+            return
+        tmp = f"{path}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        AutoTokenizer.from_pretrained(self.model_path,
+                                      trust_remote_code=self.model_cfg.trust_remote_code).save_pretrained(tmp)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+    def ping(self) -> int:
+        return self.rank
+
+
+def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:
+    """Append fully masked one-row batches until there are `count` of them."""
+    if len(batches) > count:
+        raise ValueError(f"shard needs {len(batches)} micro-batches but the step plans {count}")
+    return batches + [_masked_like(batches[-1]) for _ in range(count - len(batches))]
+
+
+def _masked_like(batch: LearnerBatch) -> LearnerBatch:
+    zeros = torch.zeros_like(batch.loss_mask_BT)
+    return LearnerBatch(batch.input_ids_BT[:1], batch.attention_mask_BT[:1], zeros[:1], zeros[:1], zeros[:1],
+                        zeros[:1])
+
+
+def _to(batch: LearnerBatch, device: torch.device) -> LearnerBatch:
+    return LearnerBatch(*(t.to(device) for t in (batch.input_ids_BT, batch.attention_mask_BT, batch.loss_mask_BT,
+                                                 batch.advantages_BT, batch.loss_weights_BT,
+                                                 batch.rollout_logprobs_BT)))
+
+
+def _accumulate(sums: dict[str, float], metrics: dict[str, Any], scale: float | None) -> None:
+    """Add weighted metrics (scale) or keep the max (scale None)."""
+    for key, value in metrics.items():
+        v = float(value)
+        if scale is None:
+            sums[key] = max(sums.get(key, float("-inf")), v)
+        else:
+            sums[key] = sums.get(key, 0.0) + v * scale

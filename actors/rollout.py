@@ -1,0 +1,104 @@
+"""Rollout actor: one vLLM engine that samples completions (token ids and sampled logprobs) and takes new weights.
+
+On CPU the engine core runs inside this actor's process (no extra processes on a 2-core box) and weights arrive
+through `load_weights` on the worker; on GPU the native weight-transfer API is used (actors/weight_sync.py).
+Leaves out: async/continuous streaming of requests, sleep/wake colocation (GPU follow-up).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from actors.runtime import configure_process_env, has_cuda
+
+configure_process_env()
+
+from rlpost.config import ModelConfig, RolloutConfig  # noqa: E402
+from rlpost.types import GenerationRequest, Sample  # noqa: E402
+
+
+class WeightLoadExtension:
+    """Mixed into vLLM's worker class (worker_extension_cls): loads named tensors into the running model."""
+
+    def rlpost_load_weights(self, named_tensors: list[tuple[str, Any]]) -> int:
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        loaded = model.load_weights(weights=iter(named_tensors))
+        return len(loaded) if loaded is not None else len(named_tensors)
+
+
+class RolloutWorker:
+    """A vLLM engine behind typed methods (wrapped by `ray.remote` in actors/build.py)."""
+
+    def __init__(self, model_path: str, model_cfg: ModelConfig, cfg: RolloutConfig, engine_index: int,
+                 weight_transfer: str = "cpu") -> None:
+        cuda = has_cuda()
+        if not cuda:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=model_path, dtype=model_cfg.dtype, max_model_len=cfg.max_model_len,
+            seed=cfg.seed + 1000 * engine_index, enforce_eager=cfg.enforce_eager,
+            trust_remote_code=model_cfg.trust_remote_code,
+            worker_extension_cls="actors.rollout.WeightLoadExtension",
+        )
+        if cuda:
+            kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization,
+                          tensor_parallel_size=cfg.tensor_parallel_size)
+            if weight_transfer in ("nccl", "ipc"):
+                from vllm.config import WeightTransferConfig
+
+                kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
+        self.llm = LLM(**kwargs)
+        self.engine_index = engine_index
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        """Completions for each request, in request order."""
+        from vllm import SamplingParams
+
+        prompts = [{"prompt_token_ids": r.token_ids} for r in requests]
+        params = [SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
+                                 logprobs=0 if r.temperature > 0 else None, seed=r.seed) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        groups = []
+        for request, output in zip(requests, outputs):
+            samples = []
+            for completion in output.outputs:
+                ids = list(completion.token_ids)
+                logprobs = ([step[tok].logprob for tok, step in zip(ids, completion.logprobs)]
+                            if completion.logprobs else [0.0] * len(ids))
+                samples.append(Sample(prompt_uid=request.prompt_uid, token_ids=ids, logprobs=logprobs,
+                                      text=completion.text,
+                                      finish_reason="stop" if completion.finish_reason == "stop" else "length"))
+            groups.append(samples)
+        return groups
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """vLLM's logprob of every token after the first (prompt logprobs), for the sync probe."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        return [[step[tok].logprob for tok, step in zip(seq[1:], out.prompt_logprobs[1:])]
+                for seq, out in zip(sequences, outputs)]
+
+    def load_weights(self, bucket_refs: list[Any]) -> int:
+        """CPU transport: pull each bucket from the object store into the running model; drop stale KV cache."""
+        import ray
+
+        loaded = 0
+        for ref in bucket_refs:
+            bucket = ray.get(ref)
+            loaded += max(self.llm.collective_rpc("rlpost_load_weights", args=(bucket,)))
+        self.llm.reset_prefix_cache()
+        return loaded
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def ping(self) -> int:
+        return self.engine_index

@@ -1,0 +1,34 @@
+"""Process environment shared by every rlpost actor: accelerator choice, caches, quieter libraries.
+
+Must run before deepspeed or vllm are imported (they read these variables at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO_CACHE = Path(__file__).resolve().parent.parent / ".cache"
+
+
+def cache_dir() -> Path:
+    """Where slow-to-build artefacts live (JIT extensions, the embedded model): RLPOST_CACHE_DIR or <repo>/.cache."""
+    return Path(os.environ.get("RLPOST_CACHE_DIR", str(REPO_CACHE)))
+
+
+def has_cuda() -> bool:
+    """True when an NVIDIA driver is visible, decided without importing torch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
+
+
+def configure_process_env() -> None:
+    """Set defaults (never overriding the user's) for DeepSpeed, torch extensions and tokenizers."""
+    if not has_cuda():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,83 @@
+"""`rlpost` command line: train a recipe, print its resolved config, or list every recipe key.
+
+Errors a user can fix (recipe keys, data, reward plugins, resources) print one clear message and exit 2, without a
+Python traceback unless RLPOST_DEBUG=1. Leaves out: `validate`, `eval` and `submit` (recipes/CLI issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from rlpost.config import RecipeError, all_fields, load_config, shipped_recipes, to_yaml
+
+USAGE_ERRORS: tuple[type[BaseException], ...] = (RecipeError,)
+
+
+def _keys_help() -> str:
+    lines = ["recipe keys (set in YAML or as key=value overrides):"]
+    for key, type_name, default, text in all_fields():
+        lines.append(f"  {key} ({type_name}, default {default!r})")
+        lines += textwrap.wrap(text, width=100, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlpost", description="Reinforcement-learning post-training (GRPO) on Ray + vLLM + DeepSpeed.",
+        epilog=f"shipped recipes: {', '.join(shipped_recipes())}. Example: rlpost train quickstart run.steps=20",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser(
+        "train", help="train a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train RECIPE (a YAML file or a shipped recipe name) with optional key=value overrides.",
+        epilog=_keys_help())
+    train.add_argument("recipe", help="recipe file, or the name of a shipped recipe (e.g. quickstart)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. run.steps=10")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and check data and reward plugins, then exit")
+    keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
+    keys.set_defaults(command="keys")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        print(_keys_help())
+        return 0
+    from rewards import RewardPluginError
+    from rlpost.data import DataError
+
+    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError)
+    try:
+        from actors.placement import PlacementError
+
+        usage_errors += (PlacementError,)
+    except ImportError:  # ray missing: the error surfaces when training starts
+        pass
+    try:
+        config = load_config(args.recipe, args.overrides)
+        if args.dry_run:
+            print(to_yaml(config), end="")
+            from rlpost.run import prepare
+
+            setup = prepare(config)
+            print(f"# ok: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts, "
+                  f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
+            return 0
+        from rlpost.run import train
+
+        train(config)
+        return 0
+    except usage_errors as err:
+        if os.environ.get("RLPOST_DEBUG"):
+            raise
+        print(f"rlpost: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

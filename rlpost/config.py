@@ -1,0 +1,296 @@
+"""The one typed configuration schema, and recipe loading (inheritance, CLI overrides, errors that name key and file).
+
+Every field is documented once, here, in the comment string beside it; `rlpost train --help-config` and the README
+table are generated from these. Defaults live only in this file. Leaves out: per-algorithm presets and the GPU
+colocation knobs (later issues add them as fields here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field carrying its one-line documentation in metadata."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = doc("Hugging Face model id or local directory; 'embedded' builds (once) the tiny character-level "
+                    "base model into .cache/base_model", "embedded")
+    dtype: str = doc("parameter dtype in vLLM and the learner: float32 or bfloat16 (never float16 on CPU)",
+                     "float32")
+    trust_remote_code: bool = doc("passed to transformers and vLLM when loading the model", False)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = doc("where prompts come from: 'embedded' (synthetic suite), 'jsonl' (local file) or 'hf' "
+                      "(a Hugging Face dataset)", "embedded")
+    path: str = doc("jsonl file (may contain '{split}') or Hugging Face dataset id (unused for 'embedded')", "")
+    name: str = doc("Hugging Face dataset configuration name (e.g. 'main' for gsm8k)", "")
+    train_split: str = doc("split name for training prompts ('hf' and 'embedded')", "train")
+    eval_split: str = doc("split name for held-out evaluation ('hf' and 'embedded'); empty disables eval", "test")
+    prompt_key: str = doc("column holding the prompt text", "prompt")
+    answer_key: str = doc("column holding the reference answer, passed to reward functions", "answer")
+    source_key: str = doc("column holding the distribution tag (data_source)", "data_source")
+    n_train_per_source: int = doc("embedded suite: training prompts generated per distribution", 2000)
+    n_eval_per_source: int = doc("embedded suite / eval: held-out prompts per distribution (0 = all)", 200)
+    max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48)
+    seed: int = doc("seed of the embedded generator and of prompt shuffling", 0)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    num_engines: int = doc("number of vLLM rollout actors", 1)
+    samples_per_prompt: int = doc("G: completions sampled per prompt (the group size)", 8)
+    temperature: float = doc("sampling temperature for training rollouts", 1.0)
+    top_p: float = doc("nucleus sampling for training rollouts", 1.0)
+    max_new_tokens: int = doc("maximum completion length in tokens", 12)
+    max_model_len: int = doc("vLLM context length (prompt + completion)", 64)
+    cpu_kv_cache_gib: int = doc("VLLM_CPU_KVCACHE_SPACE on CPU machines", 1)
+    gpu_memory_utilization: float = doc("vLLM gpu_memory_utilization on GPU machines", 0.5)
+    tensor_parallel_size: int = doc("vLLM tensor parallel size per engine (GPU only)", 1)
+    enforce_eager: bool = doc("disable CUDA graphs / compilation in vLLM (faster start for small runs)", True)
+    seed: int = doc("base seed of vLLM sampling; each step offsets it", 0)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    functions: list[str] = doc("reward functions: built-in names, 'pkg.module:fn' or 'path/file.py:fn'",
+                               factory=lambda: ["exact_match"])
+    weights: list[float] = doc("one weight per function; empty means all 1.0", factory=list)
+    num_workers: int = doc("reward worker actors (each runs calls in its own child process)", 1)
+    timeout_s: float = doc("per-call timeout of one reward chunk; a hung call is killed and named", 60.0)
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    prompts_per_step: int = doc("B: prompts sampled per training step", 32)
+    advantage_std_normalize: bool = doc("divide group-centred rewards by the group std (GRPO) or not (Dr. GRPO)",
+                                        True)
+    advantage_std_ddof: int = doc("degrees of freedom of the group std: 1 = unbiased (verl), 0 = population", 1)
+    advantage_eps: float = doc("added to the std before dividing", 1e-6)
+    singleton_rule: str = doc("advantage of a group with one sample: 'raw' (reward, as verl) or 'zero'", "raw")
+    clip_eps_low: float = doc("PPO clip: ratio lower bound is 1 - clip_eps_low", 0.2)
+    clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high", 0.2)
+    updates_per_batch: int = doc("optimizer steps per generated batch (mini-batches); >1 makes the clip active", 1)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    world_size: int = doc("DeepSpeed data-parallel ranks (learner actors)", 2)
+    zero_stage: int = doc("DeepSpeed ZeRO stage 0-3", 1)
+    lr: float = doc("AdamW learning rate (constant)", 1e-4)
+    betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.99])
+    adam_eps: float = doc("AdamW epsilon", 1e-8)
+    weight_decay: float = doc("AdamW weight decay", 0.0)
+    grad_clip: float = doc("global gradient-norm clip (0 disables)", 1.0)
+    micro_batch_size: int = doc("sequences per forward/backward on one rank", 64)
+    backend: str = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
+    seed: int = doc("torch seed of the learner ranks", 0)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    transport: str = doc("weight sync: 'auto' (cpu without GPUs, nccl with), 'cpu' (Ray object store into vLLM "
+                         "load_weights), 'nccl' or 'ipc' (vLLM's native weight-transfer API)", "auto")
+    bucket_mb: int = doc("CPU transport: tensors are shipped in buckets of about this many MB", 64)
+    probe_sequences: int = doc("fixed token sequences whose vLLM and learner logprobs are compared after each sync",
+                               4)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    address: str = doc("Ray address; empty connects to RAY_ADDRESS if set, else starts a local Ray", "")
+    local_num_cpus: int = doc("logical CPUs of a locally started Ray (0 = enough for all actors)", 0)
+    rollout_cpus: float = doc("CPUs per rollout actor", 1.0)
+    rollout_gpus: float = doc("GPUs per rollout actor", 0.0)
+    learner_cpus: float = doc("CPUs per learner rank", 1.0)
+    learner_gpus: float = doc("GPUs per learner rank", 0.0)
+    reward_cpus: float = doc("CPUs per reward worker", 1.0)
+    strategy: str = doc("placement group strategy per role: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD", "PACK")
+    placement_timeout_s: float = doc("seconds to wait for resources before failing with what is missing", 60.0)
+    call_timeout_s: float = doc("timeout of every Ray call from the driver (a named error when it passes)", 900.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
+    output_dir: str = doc("parent directory of run directories", "runs")
+    steps: int = doc("training steps", 60)
+    max_train_minutes: float = doc("stop training after this wall time (0 = no limit); the last step finishes", 0.0)
+    eval_every: int = doc("held-out greedy eval every N steps (0 = only before and after training)", 0)
+    eval_max_new_tokens: int = doc("generation cap in held-out eval", 12)
+    save_final: bool = doc("write a Hugging Face checkpoint of the final policy into run_dir/final", True)
+    tensorboard: bool = doc("write TensorBoard events into run_dir/tb", True)
+    progress_bar: bool = doc("show a progress bar while training", True)
+    seed: int = doc("seed of the driver (prompt sampling)", 0)
+
+
+@dataclass(frozen=True)
+class RootConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+class RecipeError(ValueError):
+    """A recipe or override that does not fit the schema; the message names the key path and the file."""
+
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "model.dtype": ("float32", "bfloat16"),
+    "data.source": ("embedded", "jsonl", "hf"),
+    "algorithm.singleton_rule": ("raw", "zero"),
+    "learner.zero_stage": (0, 1, 2, 3),
+    "learner.backend": ("auto", "gloo", "nccl"),
+    "sync.transport": ("auto", "cpu", "nccl", "ipc"),
+    "resources.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+}
+
+
+def resolve_recipe_path(recipe: str) -> Path:
+    """A recipe argument is a file path, or the name of a shipped recipe ('quickstart')."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / (recipe if recipe.endswith(".yaml") else f"{recipe}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise RecipeError(f"recipe not found: {recipe!r} (neither a file nor one of {sorted(shipped_recipes())})")
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:
+    """Load a recipe (following `defaults:`), apply `key=value` overrides, validate, and freeze."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.structured(RootConfig)
+    for layer, origin in _recipe_layers(resolve_recipe_path(str(recipe)), seen=()):
+        merged = _merge(merged, layer, origin)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"command line: override {item!r} is not of the form key=value")
+        merged = _merge(merged, OmegaConf.from_dotlist([item]), f"command line ({item})")
+    try:
+        OmegaConf.resolve(merged)
+        config: RootConfig = OmegaConf.to_object(merged)
+    except Exception as err:  # interpolation or missing-value errors carry full_key
+        key = getattr(err, "full_key", None) or "?"
+        raise RecipeError(f"{recipe}: key '{key}': {_first_line(err)}") from None
+    _check_choices(config, f"{recipe}" + (" with command-line overrides" if overrides else ""))
+    return config
+
+
+def _recipe_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[Any, str]]:
+    """The recipe's `defaults:` files first (depth-first), then the recipe itself."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    path = path.resolve()
+    if path in seen:
+        raise RecipeError(f"{path}: 'defaults' forms a cycle: {' -> '.join(map(str, seen + (path,)))}")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:
+        raise RecipeError(f"{path}: not valid YAML: {_first_line(err)}") from None
+    if not isinstance(raw, DictConfig):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    layers: list[tuple[Any, str]] = []
+    parents = raw.pop("defaults", [])
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, (list, ListConfig)):
+        raise RecipeError(f"{path}: 'defaults' must be a list of recipe files")
+    for parent in parents:
+        parent_path = (path.parent / str(parent))
+        if not parent_path.suffix:
+            parent_path = parent_path.with_suffix(".yaml")
+        if not parent_path.is_file():
+            raise RecipeError(f"{path}: 'defaults' entry {parent!r} not found at {parent_path}")
+        layers += _recipe_layers(parent_path, seen + (path,))
+    layers.append((raw, str(path)))
+    return layers
+
+
+def _merge(base: Any, layer: Any, origin: str) -> Any:
+    """Merge one layer into the schema-typed config, translating OmegaConf errors into RecipeError."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(base, layer)
+    except ConfigKeyError as err:
+        key = err.full_key or "?"
+        raise RecipeError(f"{origin}: unknown key '{key}'{_suggest(key)}") from None
+    except OmegaConfBaseException as err:
+        key = err.full_key or "?"
+        expected = _field_type(key)
+        raise RecipeError(f"{origin}: key '{key}': {_first_line(err)}"
+                          + (f" (expected {expected})" if expected else "")) from None
+
+
+def _check_choices(config: RootConfig, origin: str) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    weights, functions = config.reward.weights, config.reward.functions
+    if weights and len(weights) != len(functions):
+        raise RecipeError(f"{origin}: key 'reward.weights' has {len(weights)} entries for "
+                          f"{len(functions)} reward.functions")
+    for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
+                "rollout.num_engines", "reward.num_workers", "learner.micro_batch_size"):
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) < 1:
+            raise RecipeError(f"{origin}: key '{key}' must be at least 1")
+
+
+def all_fields() -> list[tuple[str, str, Any, str]]:
+    """(key path, type name, default, doc) for every leaf field, in schema order: the source of CLI help."""
+    rows = []
+    for section in dataclasses.fields(RootConfig):
+        for leaf in dataclasses.fields(section.default_factory):
+            default = leaf.default if leaf.default is not dataclasses.MISSING else leaf.default_factory()
+            type_name = leaf.type if isinstance(leaf.type, str) else getattr(leaf.type, "__name__", str(leaf.type))
+            rows.append((f"{section.name}.{leaf.name}", type_name, default, leaf.metadata.get("doc", "")))
+    return rows
+
+
+def _field_type(key: str) -> str:
+    return next((t for k, t, _, _ in all_fields() if k == key), "")
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, [k for k, *_ in all_fields()], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def to_yaml(config: RootConfig) -> str:
+    """The resolved config as YAML, saved in every run directory."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,93 @@
+"""Prompt datasets: the embedded synthetic suite, local jsonl files, or Hugging Face datasets, as `Prompt` lists.
+
+Every problem is reported, never silently fixed: a missing column names the column and the ones that exist, and
+prompts over the token limit are counted and shown. Leaves out: chat templates and column mapping beyond the three
+named keys (recipes/CLI issue).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rlpost.config import DataConfig
+from rlpost.types import Prompt
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as configured."""
+
+
+def load_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
+    """Raw rows of one split."""
+    if cfg.source == "embedded":
+        from rlpost.embedded.tasks import make_suite
+
+        suite = make_suite(cfg.n_train_per_source, cfg.n_eval_per_source, seed=cfg.seed)
+        if split not in suite:
+            raise DataError(f"data.train_split/eval_split {split!r}: the embedded suite has {sorted(suite)}")
+        return suite[split]
+    if cfg.source == "jsonl":
+        path = Path(cfg.path.format(split=split))
+        if not path.is_file():
+            raise DataError(f"data.path: jsonl file not found: {path}")
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not valid JSON ({err})") from None
+        return rows
+    from datasets import load_dataset
+
+    dataset = load_dataset(cfg.path, cfg.name or None, split=split)
+    if cfg.n_eval_per_source and split == cfg.eval_split:
+        dataset = dataset.select(range(min(len(dataset), cfg.n_eval_per_source)))
+    return [dict(row) for row in dataset]
+
+
+def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, split: str) -> list[Prompt]:
+    """Tokenize rows into Prompts; fail with a clear message on empty data, missing columns or over-long prompts."""
+    if not rows:
+        raise DataError(f"split {split!r} of data source {cfg.source!r} is empty")
+    for key in (cfg.prompt_key, cfg.answer_key):
+        if key not in rows[0]:
+            raise DataError(f"split {split!r}: column {key!r} (data.{_which(cfg, key)}) not found; "
+                            f"columns: {sorted(rows[0])}")
+    prompts, too_long = [], []
+    for uid, row in enumerate(rows):
+        text = str(row[cfg.prompt_key])
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) > cfg.max_prompt_tokens:
+            too_long.append((uid, len(ids)))
+        columns = {k: v for k, v in row.items() if k != cfg.prompt_key}
+        columns.setdefault("answer", row[cfg.answer_key])
+        source = str(row.get(cfg.source_key, "default"))
+        columns["data_source"] = source
+        prompts.append(Prompt(uid=uid, text=text, token_ids=list(ids), answer=str(row[cfg.answer_key]),
+                              data_source=source, columns=columns))
+    if too_long:
+        worst = max(n for _, n in too_long)
+        raise DataError(f"split {split!r}: {len(too_long)} of {len(rows)} prompts exceed data.max_prompt_tokens="
+                        f"{cfg.max_prompt_tokens} (longest {worst} tokens, first at row {too_long[0][0]}); "
+                        "raise the limit or filter the data — prompts are never cut silently")
+    return prompts
+
+
+def _which(cfg: DataConfig, key: str) -> str:
+    return "prompt_key" if key == cfg.prompt_key else "answer_key"
+
+
+def per_source(prompts: list[Prompt], limit: int) -> list[Prompt]:
+    """At most `limit` prompts of each data_source (0 = all), keeping order."""
+    if limit <= 0:
+        return prompts
+    counts: dict[str, int] = {}
+    kept = []
+    for prompt in prompts:
+        if counts.get(prompt.data_source, 0) < limit:
+            counts[prompt.data_source] = counts.get(prompt.data_source, 0) + 1
+            kept.append(prompt)
+    return kept

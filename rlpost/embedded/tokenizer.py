@@ -1,0 +1,50 @@
+"""A character-level tokenizer saved in Hugging Face format, so transformers and vLLM load it unchanged.
+
+Leaves out: byte fallback and unknown-character recovery; the embedded tasks use a closed alphabet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+SPECIALS = [PAD, BOS, EOS]
+ALPHABET = "0123456789+-*=?:;,. abcdefghijklmnopqrstuvwxyzTF()[]"
+VOCAB_SIZE = 64  # padded past len(SPECIALS) + len(ALPHABET) so embedding rows stay aligned
+
+
+def vocab() -> dict[str, int]:
+    """The fixed token → id map: specials first, then one id per character."""
+    table = {tok: i for i, tok in enumerate(SPECIALS)}
+    for ch in ALPHABET:
+        table[ch] = len(table)
+    assert len(table) <= VOCAB_SIZE
+    return table
+
+
+def build_tokenizer():
+    """A `PreTrainedTokenizerFast` that splits text into single characters and adds BOS."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    table = vocab()
+    core = Tokenizer(models.WordLevel(vocab=table, unk_token=PAD))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, table[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=PAD,
+        model_max_length=128,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_tokenizer(path: Path) -> None:
+    """Write tokenizer files into `path` (a model directory)."""
+    build_tokenizer().save_pretrained(str(path))

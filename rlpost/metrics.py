@@ -1,0 +1,102 @@
+"""Run outputs for humans and tools: metrics.jsonl, TensorBoard events, phase timers, tables and plots.
+
+Leaves out: W&B and other remote loggers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append one JSON line per step (and mirror scalars to TensorBoard when enabled)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.file = self.path.open("a")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class PhaseTimer:
+    """Wall time per named phase of one step (`time/<phase>` metrics)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[f"time/{name}"] = self.seconds.get(f"time/{name}", 0.0) + time.perf_counter() - start
+
+
+def accuracy_table(before: dict[str, float], after: dict[str, float]) -> str:
+    """A plain-text table of held-out accuracy per data_source, before and after training."""
+    names = sorted(set(before) | set(after), key=lambda s: (s == "mean", s))
+    lines = [f"{'data_source':<14} {'before':>8} {'after':>8} {'change':>8}"]
+    for name in names:
+        b, a = before.get(name, float("nan")), after.get(name, float("nan"))
+        lines.append(f"{name:<14} {100 * b:>7.1f}% {100 * a:>7.1f}% {100 * (a - b):>+7.1f}")
+    return "\n".join(lines)
+
+
+def plot_run(metrics_path: Path, out_path: Path) -> None:
+    """PNG of reward, per-source training accuracy and phase times over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if "reward/mean" in r]
+    if not records:
+        return
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(steps, [r["reward/mean"] for r in records])
+    axes[0].set_title("mean reward")
+    for key in sorted(k for k in records[0] if k.startswith("acc/")):
+        axes[1].plot(steps, [r.get(key) for r in records], label=key[4:])
+    axes[1].set_title("training accuracy per data_source")
+    axes[1].legend(fontsize=7)
+    for key in sorted(k for k in records[0] if k.startswith("time/")):
+        axes[2].plot(steps, [r.get(key) for r in records], label=key[5:])
+    axes[2].set_title("seconds per phase")
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,168 @@
+"""One training run end to end: validate, start actors, evaluate, train with a progress bar, evaluate, save.
+
+Everything that can be checked before actors start is checked first (recipe, data, reward plugins, resources),
+so a mistake costs seconds. Ray and the actor classes are imported lazily: `rlpost` imports without them.
+Leaves out: resume from checkpoints (checkpoint issue).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlpost.config import RootConfig, to_yaml
+from rlpost.data import load_rows, per_source, to_prompts
+from rlpost.metrics import MetricsLog, accuracy_table, plot_run
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    before: dict[str, float]
+    after: dict[str, float]
+    steps: int
+    train_seconds: float
+
+
+def resolve_model_path(config: RootConfig) -> str:
+    """'embedded' builds (or reuses) the tiny base model in the cache; anything else is passed through."""
+    if config.model.path != "embedded":
+        return config.model.path
+    from actors.runtime import cache_dir
+    from rlpost.embedded.model import ensure_base_model
+
+    return str(ensure_base_model(cache_dir() / "base_model"))
+
+
+def resolve_transport(config: RootConfig) -> str:
+    from actors.runtime import has_cuda
+
+    if config.sync.transport != "auto":
+        return config.sync.transport
+    return "nccl" if has_cuda() and config.resources.rollout_gpus > 0 else "cpu"
+
+
+def prepare(config: RootConfig) -> dict[str, Any]:
+    """Everything short of starting actors: model files, tokenizer, data, reward plugins."""
+    from transformers import AutoTokenizer
+
+    from rewards import check_signature, load_reward
+
+    model_path = resolve_model_path(config)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
+    train = to_prompts(load_rows(config.data, config.data.train_split), config.data, tokenizer, "train")
+    evaluation = []
+    if config.data.eval_split:
+        rows = load_rows(config.data, config.data.eval_split)
+        evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
+                                config.data.n_eval_per_source)
+    columns = sorted(train[0].columns)
+    for spec in config.reward.functions:
+        check_signature(spec, load_reward(spec), columns)
+    return {"model_path": model_path, "tokenizer": tokenizer, "train": train, "eval": evaluation}
+
+
+def make_run_dir(config: RootConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.run.output_dir) / f"{config.run.name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.run.output_dir) / f"{config.run.name}-{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+    return run_dir
+
+
+def train(config: RootConfig) -> RunResult:
+    """Run the recipe; prints one line per step, the before/after table, and returns where the outputs are."""
+    setup = prepare(config)
+    run_dir = make_run_dir(config)
+    print(f"[rlpost] run directory: {run_dir}", flush=True)
+    from actors.build import build_components
+    from actors.placement import init_ray
+    from actors.runtime import cache_dir, configure_process_env
+    from actors.weight_sync import make_weight_sync
+    from rlpost.loop import Trainer
+    from rlpost.sampling import UniformSampler
+
+    configure_process_env()
+    env_vars = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM",
+                                           "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS",
+                                           "RAY_AUTH_MODE") if k in os.environ}
+    env_vars["RLPOST_CACHE_DIR"] = str(cache_dir().resolve())
+    init_ray(config.resources, config, {"env_vars": env_vars})
+    transport = resolve_transport(config)
+    started = time.perf_counter()
+    parts = build_components(config, setup["model_path"], transport)
+    print(f"[rlpost] actors ready in {time.perf_counter() - started:.0f}s "
+          f"({config.rollout.num_engines} vLLM engine(s), {config.learner.world_size} DeepSpeed rank(s) "
+          f"ZeRO-{config.learner.zero_stage}, {config.reward.num_workers} reward worker(s), sync={transport})",
+          flush=True)
+    sync = make_weight_sync(transport, parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb,
+                            config.resources.call_timeout_s)
+    probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
+    trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
+                      UniformSampler(setup["train"], config.algorithm.prompts_per_step, config.run.seed),
+                      probe, parts.rollout.sequence_logprobs)
+    log = MetricsLog(run_dir, config.run.tensorboard)
+    try:
+        log.log(0, {"sync/probe_max_abs_diff": trainer.probe()})
+        before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
+        _print_eval("before training", before)
+        steps, seconds = _train_loop(config, trainer, log, setup["eval"])
+        after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
+        _print_eval("after training", after)
+        (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+        if before:
+            print("\nheld-out greedy accuracy\n" + accuracy_table(before, after), flush=True)
+        if config.run.save_final:
+            final = run_dir / "final"
+            parts.learner.save_hf(str(final))
+            print(f"[rlpost] Hugging Face checkpoint: {final}", flush=True)
+    finally:
+        log.close()
+    plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
+    return RunResult(run_dir, before, after, steps, seconds)
+
+
+def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts: list) -> tuple[int, float]:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    limit = config.run.max_train_minutes * 60
+    bar = tqdm(total=config.run.steps, desc="train", unit="step", disable=not config.run.progress_bar,
+               file=sys.stderr, dynamic_ncols=True)
+    step = 0
+    for step in range(1, config.run.steps + 1):
+        metrics = trainer.step(step)
+        if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
+            metrics.update({f"eval/{k}": v for k, v in trainer.evaluate(eval_prompts).items()})
+        log.log(step, metrics)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", step_s=f"{metrics['time/step']:.1f}")
+        tqdm.write(_step_line(step, metrics), file=sys.stdout)
+        if limit and time.perf_counter() - start > limit:
+            tqdm.write(f"[rlpost] run.max_train_minutes={config.run.max_train_minutes} reached after step {step}")
+            break
+    bar.close()
+    return step, time.perf_counter() - start
+
+
+def _step_line(step: int, m: dict[str, float]) -> str:
+    return (f"step {step:4d} | reward {m['reward/mean']:.3f} | acc {m['acc/mean']:.3f} | "
+            f"zero-signal groups {m['adv/zero_signal_group_frac']:.2f} | clip {m['train/clip_frac']:.3f} | "
+            f"gen {m['time/generate']:.1f}s reward {m['time/reward']:.1f}s train {m['time/train']:.1f}s "
+            f"sync {m['time/sync']:.1f}s | probe {m['sync/probe_max_abs_diff']:.1e}")
+
+
+def _print_eval(label: str, accuracy: dict[str, float]) -> None:
+    if accuracy:
+        cells = ", ".join(f"{k} {100 * v:.1f}%" for k, v in accuracy.items())
+        print(f"[rlpost] held-out greedy accuracy {label}: {cells}", flush=True)

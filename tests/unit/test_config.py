@@ -1,0 +1,63 @@
+"""Recipe loading: inheritance, overrides, and errors that name the key path and the file."""
+
+from pathlib import Path
+
+import pytest
+
+from rlpost.config import RecipeError, all_fields, load_config, shipped_recipes
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_recipe_loads():
+    assert "quickstart" in shipped_recipes()
+    for name in shipped_recipes():
+        load_config(name)
+
+
+def test_defaults_inheritance_and_overrides(tmp_path):
+    _write(tmp_path, "base.yaml", "learner:\n  lr: 3.0e-4\n  zero_stage: 2\n")
+    child = _write(tmp_path, "child.yaml", "defaults: [base.yaml]\nlearner:\n  zero_stage: 3\n")
+    config = load_config(child, ["run.steps=7"])
+    assert (config.learner.lr, config.learner.zero_stage, config.run.steps) == (3e-4, 3, 7)
+
+
+def test_config_is_frozen():
+    config = load_config("quickstart")
+    with pytest.raises(Exception):
+        config.run.steps = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("rollout:\n  samples_per_promt: 4\n", ["unknown key 'rollout.samples_per_promt'", "samples_per_prompt"]),
+    ("learner:\n  lr: fast\n", ["'learner.lr'", "float"]),
+    ("learner:\n  zero_stage: 7\n", ["'learner.zero_stage'", "allowed"]),
+    ("run:\n  name: ${run.nope}\n", ["'run.name'"]),
+    ("nosuchsection:\n  a: 1\n", ["unknown key 'nosuchsection'"]),
+    ("defaults: [missing.yaml]\n", ["missing.yaml", "not found"]),
+    ("- just\n- a list\n", ["mapping"]),
+])
+def test_bad_recipes_name_key_and_file(tmp_path, text, fragments):
+    path = _write(tmp_path, "bad.yaml", text)
+    with pytest.raises(RecipeError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "bad.yaml" in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_bad_override_names_the_command_line():
+    with pytest.raises(RecipeError, match=r"command line \(run.steps=x\): key 'run.steps'"):
+        load_config("quickstart", ["run.steps=x"])
+    with pytest.raises(RecipeError, match="key=value"):
+        load_config("quickstart", ["run.steps"])
+
+
+def test_every_field_is_documented():
+    for key, _, _, text in all_fields():
+        assert text, f"{key} has no documentation"
