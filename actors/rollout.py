@@ -19,12 +19,26 @@ from rlpost.types import GenerationRequest, Sample  # noqa: E402
 
 
 class WeightLoadExtension:
-    """Mixed into vLLM's worker class (worker_extension_cls): loads named tensors into the running model."""
+    """Mixed into vLLM's worker class (worker_extension_cls): reloads weights in place from object-store buckets.
 
-    def rlpost_load_weights(self, named_tensors: list[tuple[str, Any]]) -> int:
-        model = self.model_runner.get_model()  # type: ignore[attr-defined]
-        loaded = model.load_weights(weights=iter(named_tensors))
-        return len(loaded) if loaded is not None else len(named_tensors)
+    One reload session streams every bucket, so vLLM's layerwise reload sees the whole model once and re-runs its
+    post-load processing; buckets are fetched lazily to bound peak memory.
+    """
+
+    def rlpost_reload_weights(self, bucket_refs: list[Any]) -> int:
+        import ray
+
+        count = 0
+
+        def stream():
+            nonlocal count
+            for ref in bucket_refs:
+                for name, tensor in ray.get(ref):
+                    count += 1
+                    yield name, tensor
+
+        self.model_runner.reload_weights(weights_iterator=stream(), is_checkpoint_format=True)  # type: ignore
+        return count
 
 
 class RolloutWorker:
@@ -85,13 +99,8 @@ class RolloutWorker:
                 for seq, out in zip(sequences, outputs)]
 
     def load_weights(self, bucket_refs: list[Any]) -> int:
-        """CPU transport: pull each bucket from the object store into the running model; drop stale KV cache."""
-        import ray
-
-        loaded = 0
-        for ref in bucket_refs:
-            bucket = ray.get(ref)
-            loaded += max(self.llm.collective_rpc("rlpost_load_weights", args=(bucket,)))
+        """CPU transport: reload the model from object-store buckets, then drop KV cache built with old weights."""
+        loaded = max(self.llm.collective_rpc("rlpost_reload_weights", args=(bucket_refs,)))
         self.llm.reset_prefix_cache()
         return loaded
 

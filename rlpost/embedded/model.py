@@ -1,0 +1,189 @@
+"""The embedded base model: a tiny Llama (character tokenizer, head_dim 64 for vLLM-CPU) warm-started by a short,
+seeded SFT on the task suite, so the easiest distribution is mostly solved, the middle ones partly, the hardest
+rarely — the regime where RL has something to teach.
+
+The build is cached: `ensure_base_model` reuses a folder whose report carries the same settings fingerprint.
+Leaves out: multi-seed SFT (one checkpoint is shared by all runs; benchmarks say so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILD_VERSION = 1  # bump when the build's code changes in a way that changes the weights
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything that decides the base model's weights."""
+
+    seed: int = 0
+    hidden_size: int = 128
+    layers: int = 2
+    intermediate_size: int = 512
+    sft_steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.3  # linear decay to this share of lr; 1.0 keeps it constant
+    # share of SFT examples per source: short sums seen often, the longest never
+    mixture: dict[str, float] = field(default_factory=lambda: {
+        "sum3": 0.5, "sum5": 0.25, "sum7": 0.15, "sum9": 0.1, "sum13": 0.0})
+    n_train_per_source: int = 2000
+    n_eval_per_source: int = 200
+    data_seed: int = 0
+    max_new_tokens: int = 4
+
+    def fingerprint(self) -> str:
+        text = json.dumps({"version": BUILD_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_config(settings: BuildSettings | None = None):
+    """The tiny Llama architecture (about 1M parameters)."""
+    from transformers import LlamaConfig
+
+    from rlpost.embedded.tokenizer import BOS, EOS, PAD, VOCAB_SIZE, vocab
+
+    s = settings or BuildSettings()
+    table = vocab()
+    return LlamaConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+        num_hidden_layers=s.layers, num_attention_heads=s.hidden_size // 64, num_key_value_heads=s.hidden_size // 64,
+        head_dim=64, max_position_embeddings=128, rope_theta=10000.0, bos_token_id=table[BOS],
+        eos_token_id=table[EOS], pad_token_id=table[PAD], tie_word_embeddings=False)
+
+
+def _sft_batches(settings: BuildSettings, tokenizer: Any, rows: list[dict[str, str]]):
+    """Endless seeded batches of (input_ids, attention_mask, labels) with the loss on answer + EOS only."""
+    import random
+
+    import torch
+
+    rng = random.Random(settings.seed)
+    by_source: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_source.setdefault(row["data_source"], []).append(row)
+    names = [n for n, w in settings.mixture.items() if w > 0 and n in by_source]
+    weights = [settings.mixture[n] for n in names]
+    while True:
+        picked = [rng.choice(by_source[rng.choices(names, weights)[0]]) for _ in range(settings.batch_size)]
+        seqs, labels = [], []
+        for row in picked:
+            prompt = tokenizer(row["prompt"])["input_ids"]
+            answer = tokenizer(row["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            seqs.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+        lab = torch.full((len(seqs), width), -100)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (s, l) in enumerate(zip(seqs, labels)):
+            ids[i, : len(s)], lab[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+        yield ids, mask, lab
+
+
+def greedy_accuracy(model: Any, tokenizer: Any, rows: list[dict[str, str]], max_new_tokens: int,
+                    batch_size: int = 256) -> dict[str, float]:
+    """Greedy pass@1 per data_source, decoded in plain torch (left-padded batches)."""
+    import torch
+
+    from rlpost.embedded.tasks import score
+
+    correct: dict[str, list[float]] = {}
+    model.eval()
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo: lo + batch_size]
+        prompts = [tokenizer(r["prompt"])["input_ids"] for r in chunk]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        for row, text in zip(chunk, texts):
+            correct.setdefault(row["data_source"], []).append(score(text, row["answer"]))
+    model.train()
+    return {source: sum(v) / len(v) for source, v in sorted(correct.items())}
+
+
+def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: Any = print) -> dict[str, Any]:
+    """Train the base model from scratch (seeded SFT), save it in Hugging Face format, and report pass rates."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from rlpost.embedded.tasks import make_suite
+    from rlpost.embedded.tokenizer import build_tokenizer, save_tokenizer
+
+    s = settings or BuildSettings()
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is as fast and keeps runs reproducible
+    try:
+        torch.manual_seed(s.seed)
+        tokenizer = build_tokenizer()
+        suite = make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed)
+        model = LlamaForCausalLM(model_config(s))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.98), weight_decay=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda i: min(1.0, (i + 1) / s.warmup_steps)
+            * (1 - (1 - s.final_lr_fraction) * i / s.sft_steps))
+        batches = _sft_batches(s, tokenizer, suite["train"])
+        for step in range(1, s.sft_steps + 1):
+            ids, mask, labels = next(batches)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            if step % 250 == 0:
+                log(f"[base model] SFT step {step}/{s.sft_steps} loss {loss.item():.4f}")
+        accuracy = greedy_accuracy(model, tokenizer, suite["test"], s.max_new_tokens)
+    finally:
+        torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    save_tokenizer(out_dir)
+    report = {"fingerprint": s.fingerprint(), "settings": asdict(s), "greedy_accuracy": accuracy,
+              "build_seconds": round(time.perf_counter() - start, 1),
+              "parameters": sum(p.numel() for p in model.parameters())}
+    (out_dir / "base_model_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def read_report(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / "base_model_report.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_base_model(out_dir: Path, settings: BuildSettings | None = None, force: bool = False,
+                      log: Any = print) -> Path:
+    """Reuse `out_dir` if it holds a model built with these settings, else build it (about a minute on 1 core).
+
+    The build goes to a temporary folder renamed into place, so an interrupted build never looks complete.
+    """
+    import os
+    import shutil
+
+    s = settings or BuildSettings()
+    report = read_report(out_dir)
+    if not force and report and report.get("fingerprint") == s.fingerprint() and (out_dir / "config.json").exists():
+        return out_dir
+    log(f"[base model] building the embedded base model into {out_dir} (seeded SFT, cached afterwards)")
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_base_model(tmp, s, log)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir

