@@ -175,6 +175,37 @@ class LearnerWorker:
             else:
                 yield name, param.detach().to("cpu", copy=True)
 
+    def free_ports(self, count: int) -> list[int]:
+        return [free_port() for _ in range(count)]
+
+    def init_weight_transfer(self, backend: str, rollout_handles: list[Any], workers: list[int], address: str,
+                             ports: list[int]) -> None:
+        """Trainer side of vLLM's native weight transfer: one engine per rollout actor (every rank calls this)."""
+        from vllm.distributed.weight_transfer import RayVLLMWeightSyncClient, WeightTransferTrainerFactory
+
+        source = _zero3_source(self.engine.module) if self.cfg.zero_stage == 3 else None
+        if source is None:
+            from vllm.distributed.weight_transfer import ModuleSource
+
+            source = ModuleSource(self.engine.module)
+        self._transfer = []
+        for handle, n_workers, port in zip(rollout_handles, workers, ports):
+            if backend == "nccl":
+                from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+                info = NCCLTrainerInitInfo(master_address=address, master_port=port, world_size=1 + n_workers,
+                                           rank=self.rank, packed=True)
+            else:
+                from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+
+                info = IPCTrainerInitInfo(rank=self.rank, packed=False)
+            self._transfer.append(WeightTransferTrainerFactory.trainer_init(
+                info, client=RayVLLMWeightSyncClient(handle), source=source))
+
+    def send_weights(self) -> None:
+        for engine in self._transfer:
+            engine.send_weights()
+
     def save_hf(self, path: str) -> None:
         """Write a Hugging Face checkpoint (weights, config, tokenizer) of the current policy, atomically.
 
@@ -199,6 +230,24 @@ class LearnerWorker:
 
     def ping(self) -> int:
         return self.rank
+
+
+def _zero3_source(module: Any) -> Any:
+    """A vLLM WeightSource over a ZeRO-3 module: full shapes in metadata, one collective gather per parameter."""
+    import deepspeed
+    from vllm.distributed.weight_transfer import ParamMeta, WeightSource
+
+    class Zero3Source(WeightSource):
+        def metadata(self) -> list[Any]:
+            return [ParamMeta(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for n, p in module.named_parameters()]
+
+        def __iter__(self):
+            for name, param in module.named_parameters():
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    tensor = param.data.clone()  # the gathered storage is freed when the context exits
+                yield name, tensor
+
+    return Zero3Source()
 
 
 def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:

@@ -64,6 +64,9 @@ class RolloutWorker:
             if weight_transfer in ("nccl", "ipc"):
                 from vllm.config import WeightTransferConfig
 
+                if weight_transfer == "ipc":  # CUDA IPC handles are not msgpack-native
+                    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
                 kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
         self.llm = LLM(**kwargs)
         self.engine_index = engine_index
@@ -103,6 +106,27 @@ class RolloutWorker:
         loaded = max(self.llm.collective_rpc("rlpost_reload_weights", args=(bucket_refs,)))
         self.llm.reset_prefix_cache()
         return loaded
+
+    # vLLM's native weight-transfer protocol (GPU transports): the names match what vLLM's
+    # RayVLLMWeightSyncClient calls on a handle, so a learner can drive this actor directly.
+    def init_weight_transfer_engine(self, request: Any) -> None:
+        self.llm.init_weight_transfer_engine(request)
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, request: Any) -> None:
+        self.llm.update_weights(request)
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self.llm.finish_weight_update(weight_version)
+        self.llm.reset_prefix_cache()
+
+    def update_weight_version(self, version: str) -> None:
+        self.llm.update_weight_version(version)
+
+    def num_workers(self) -> int:
+        return int(self.llm.get_world_size())
 
     def node_id(self) -> str:
         import ray

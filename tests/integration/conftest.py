@@ -46,9 +46,9 @@ def stack(tmp_path_factory):
             for a in range(10, 18) for b in range(3)]
     (root / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     config = load_config("quickstart", [
-        f"model.path={model}", "data.source=jsonl", f"data.path={root / 'train.jsonl'}", "data.eval_split=",
+        f"model.path={model}", "data.source=jsonl", f"data.path={root / 'train.jsonl'}", "data.eval_split=''",
         "learner.zero_stage=3", "algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
-        "learner.lr=1e-2", f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
+        "learner.lr=1e-2", f"reward.functions=[{Path(__file__).parent / 'signal_reward.py'}:digit_fraction,exact_match]", f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
     configure_process_env()
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE") if k in os.environ}
     init_ray(config.resources, config, {"env_vars": env})

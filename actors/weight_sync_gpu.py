@@ -1,0 +1,36 @@
+"""GPU weight sync through vLLM's native weight-transfer API (vLLM >= 0.25): NCCL between separate GPUs, CUDA IPC
+when a learner rank and a vLLM worker share a GPU.
+
+The learner ranks own the trainer side (`LearnerWorker.init_weight_transfer` / `send_weights`); rank 0 sends, the
+other ranks iterate the same source so ZeRO-3 gathers stay collective. One trainer engine per rollout engine, each
+with its own rendezvous port, because independent engines would otherwise claim the same NCCL ranks.
+Not run in this repository's CI (no GPU there): see README "GPU status".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actors.build import call
+
+
+class NativeVllmSync:
+    """`WeightSync` over vLLM's native transfer engines ('nccl' or 'ipc')."""
+
+    def __init__(self, backend: str, learner_handles: list[Any], rollout_handles: list[Any],
+                 timeout_s: float) -> None:
+        if backend not in ("nccl", "ipc"):
+            raise ValueError(f"sync.transport {backend!r}: the native vLLM transports are 'nccl' and 'ipc'")
+        self.learners, self.rollouts, self.timeout_s = learner_handles, rollout_handles, timeout_s
+        workers = call([h.num_workers.remote() for h in rollout_handles], "rollout.num_workers", timeout_s)
+        address, _ = call([learner_handles[0].rendezvous.remote()], "learner[0].rendezvous", timeout_s)[0]
+        ports = call([learner_handles[0].free_ports.remote(len(rollout_handles))], "learner[0].free_ports",
+                     timeout_s)[0]
+        call([h.init_weight_transfer.remote(backend, rollout_handles, workers, address, ports)
+              for h in learner_handles], f"learner.init_weight_transfer ({backend})", timeout_s)
+
+    def sync(self) -> dict[str, float]:
+        start = time.perf_counter()
+        call([h.send_weights.remote() for h in self.learners], "sync.send_weights (native vLLM)", self.timeout_s)
+        return {"sync/send_s": time.perf_counter() - start}

@@ -1,0 +1,59 @@
+"""The embedded suite and base model: deterministic, disjoint splits, verifiable answers, a loadable tiny Llama."""
+
+import json
+
+import pytest
+
+from rlpost.embedded.model import BuildSettings, ensure_base_model, model_config, read_report
+from rlpost.embedded.tasks import SOURCES, length, make_suite, score
+from rlpost.embedded.tokenizer import VOCAB_SIZE, build_tokenizer, vocab
+
+
+def test_suite_is_seeded_disjoint_and_tagged():
+    a, b = make_suite(50, 20, seed=3), make_suite(50, 20, seed=3)
+    assert a == b
+    assert make_suite(50, 20, seed=4) != a
+    assert not {r["prompt"] for r in a["train"]} & {r["prompt"] for r in a["test"]}
+    assert {r["data_source"] for r in a["train"]} == set(SOURCES)
+    for row in a["train"] + a["test"]:
+        digits = row["prompt"].rstrip("=")
+        assert len(digits) == length(row["data_source"])
+        assert int(row["answer"]) == sum(map(int, digits))
+
+
+def test_small_sources_keep_most_problems_for_training():
+    suite = make_suite(1000, 1000, sources=("sum2",))
+    assert len(suite["test"]) == 25 and len(suite["train"]) == 75
+
+
+def test_score_is_exact_match():
+    assert score(" 17 ", "17") == 1.0
+    assert score("171", "17") == 0.0
+    with pytest.raises(ValueError):
+        length("add3")
+
+
+def test_tokenizer_round_trips_characters():
+    tok = build_tokenizer()
+    ids = tok("3527=")["input_ids"]
+    assert ids[0] == tok.bos_token_id and len(ids) == 6
+    assert tok.decode(ids, skip_special_tokens=True) == "3527="
+    assert max(vocab().values()) < VOCAB_SIZE
+
+
+def test_model_config_has_vllm_cpu_head_dim():
+    config = model_config()
+    assert config.head_dim == 64 and config.hidden_size // config.num_attention_heads == 64
+
+
+def test_tiny_build_is_cached_and_reproducible(tmp_path):
+    settings = BuildSettings(sft_steps=3, warmup_steps=1, n_train_per_source=20, n_eval_per_source=4)
+    path = ensure_base_model(tmp_path / "m", settings, log=lambda *_: None)
+    report = read_report(path)
+    assert set(report["greedy_accuracy"]) == set(SOURCES)
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    ensure_base_model(tmp_path / "m", settings, log=lambda *_: None)  # cache hit: not rebuilt
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    again = ensure_base_model(tmp_path / "n", settings, log=lambda *_: None)
+    assert (again / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()
+    assert json.loads((path / "config.json").read_text())["head_dim"] == 64
