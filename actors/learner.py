@@ -17,12 +17,12 @@ from actors.runtime import configure_process_env
 
 configure_process_env()
 
-import torch  # noqa: E402
+import torch
 
-from rlpost.batching import pad_rows, split_micro  # noqa: E402
-from rlpost.config import LearnerConfig, ModelConfig  # noqa: E402
-from rlpost.losses import clipped_policy_loss  # noqa: E402
-from rlpost.types import LearnerBatch, LossSpec  # noqa: E402
+from rlpost.batching import pad_rows, split_micro
+from rlpost.config import LearnerConfig, ModelConfig
+from rlpost.losses import clipped_policy_loss
+from rlpost.types import LearnerBatch, LossSpec
 
 
 def free_port() -> int:

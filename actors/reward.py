@@ -89,7 +89,12 @@ class RewardWorker:
             raise RewardTimeoutError(f"reward call over {len(request.completions)} completions exceeded "
                                      f"{self.timeout_s:.0f}s (plugins {self.specs}); the child was killed") from None
         except (EOFError, BrokenPipeError):
-            code = self.child.poll() if self.child else None
+            code = None
+            if self.child is not None:
+                try:
+                    code = self.child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             self._restart()
             raise RewardWorkerCrash(f"reward child process died (exit code {code}) while running "
                                     f"{self.specs}") from None

@@ -14,8 +14,8 @@ from actors.runtime import configure_process_env, has_cuda
 
 configure_process_env()
 
-from rlpost.config import ModelConfig, RolloutConfig  # noqa: E402
-from rlpost.types import GenerationRequest, Sample  # noqa: E402
+from rlpost.config import ModelConfig, RolloutConfig
+from rlpost.types import GenerationRequest, Sample
 
 
 class WeightLoadExtension:

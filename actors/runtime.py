@@ -32,3 +32,17 @@ def configure_process_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # one line per step on the console: vLLM's per-sync INFO/WARNING lines and library deprecation noise go away
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+
+FORWARDED = ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY",
+             "HF_HUB_DISABLE_PROGRESS_BARS", "VLLM_LOGGING_LEVEL", "PYTHONWARNINGS", "RAY_AUTH_MODE")
+
+
+def actor_env_vars() -> dict[str, str]:
+    """The variables every actor needs, for Ray's runtime_env (after `configure_process_env`)."""
+    env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
+    env["RLPOST_CACHE_DIR"] = str(cache_dir().resolve())
+    return env

@@ -22,6 +22,7 @@ RewardFn = Callable[..., Sequence[Any]]
 
 BUILTINS: dict[str, str] = {
     "exact_match": "rewards.synthetic:exact_match",
+    "gsm8k_final_number": "rewards.math:gsm8k_final_number",
 }
 REQUIRED_ARGS = ("prompts", "completions", "completion_ids")
 

@@ -24,6 +24,14 @@ def _keys_help() -> str:
     return "\n".join(lines)
 
 
+def keys_markdown() -> str:
+    """The README's recipe-key table, generated from the schema (a test keeps the README in step)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, type_name, default, text in all_fields():
+        lines.append(f"| `{key}` | {type_name} | `{default!r}` | {text} |")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlpost", description="Reinforcement-learning post-training (GRPO) on Ray + vLLM + DeepSpeed.",
@@ -39,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true",
                        help="print the resolved config and check data and reward plugins, then exit")
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
-    keys.set_defaults(command="keys")
+    keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "keys":
-        print(_keys_help())
+        print(keys_markdown() if args.markdown else _keys_help())
         return 0
     from rewards import RewardPluginError
     from rlpost.data import DataError

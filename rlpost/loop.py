@@ -14,8 +14,17 @@ from rlpost.advantages import batch_advantages
 from rlpost.batching import build_shards
 from rlpost.config import RootConfig
 from rlpost.metrics import PhaseTimer
-from rlpost.types import (GenerationRequest, Group, LearnerGroup, LossSpec, Prompt, RewardPool, RewardRequest,
-                          RolloutEngine, WeightSync)
+from rlpost.types import (
+    GenerationRequest,
+    Group,
+    LearnerGroup,
+    LossSpec,
+    Prompt,
+    RewardPool,
+    RewardRequest,
+    RolloutEngine,
+    WeightSync,
+)
 
 
 class Trainer:

@@ -8,7 +8,6 @@ Leaves out: resume from checkpoints (checkpoint issue).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -86,16 +85,13 @@ def train(config: RootConfig) -> RunResult:
     print(f"[rlpost] run directory: {run_dir}", flush=True)
     from actors.build import build_components
     from actors.placement import init_ray
-    from actors.runtime import cache_dir, configure_process_env
+    from actors.runtime import actor_env_vars, configure_process_env
     from actors.weight_sync import make_weight_sync
     from rlpost.loop import Trainer
     from rlpost.sampling import UniformSampler
 
     configure_process_env()
-    env_vars = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM",
-                                           "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS",
-                                           "RAY_AUTH_MODE") if k in os.environ}
-    env_vars["RLPOST_CACHE_DIR"] = str(cache_dir().resolve())
+    env_vars = actor_env_vars()
     init_ray(config.resources, config, {"env_vars": env_vars})
     transport = resolve_transport(config)
     started = time.perf_counter()

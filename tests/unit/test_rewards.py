@@ -96,3 +96,10 @@ def test_worker_start_fails_on_broken_plugin(tmp_path):
     path = _plugin(tmp_path, "raise RuntimeError('bad import')\n")
     with pytest.raises(RewardPluginError, match="bad import"):
         RewardWorker([f"{path}:fn"], [], timeout_s=10)
+
+
+def test_gsm8k_final_number():
+    fn = load_reward("gsm8k_final_number")
+    out = fn(["q"] * 3, ["so the answer is 1,234.", "maybe 7", "no idea"], [[1]] * 3,
+             answer=["... #### 1234", "#### 8", "#### 3"])
+    assert out == [1.0, 0.0, 0.0]
