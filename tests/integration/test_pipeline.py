@@ -73,3 +73,31 @@ def test_save_hf_writes_a_loadable_checkpoint(stack, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(target)
     assert tokenizer("12+3=")["input_ids"][0] == tokenizer.bos_token_id
     assert Path(target / "model.safetensors").is_file() and model.config.head_dim == 64
+
+
+def test_two_rank_gradient_equals_single_process_reference(stack, tmp_path):
+    """The learner's loss aggregation is invariant to the rank split: DeepSpeed's gradient norm over 2 ranks equals
+    the norm computed here in one process on the whole batch with the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from actors.learner import token_logprobs
+    from rlpost.batching import build_shards
+    from rlpost.losses import clipped_policy_loss
+
+    config, parts, _, prompts = stack
+    parts.learner.save_hf(str(tmp_path / "weights"))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "weights", dtype=torch.float32)
+    groups = [Group(p, s) for p, s in zip(prompts[4:8], parts.rollout.generate(
+        [GenerationRequest(p.uid, p.token_ids, 4, 8, 1.0, 1.0, 100 + i) for i, p in enumerate(prompts[4:8])]))]
+    for group in groups:
+        group.advantages = [0.7, -1.2, 0.3, 0.2]
+    (whole,) = build_shards(groups, 1)
+    logprobs = token_logprobs(model, whole.input_ids_BT, whole.attention_mask_BT)
+    loss, _ = clipped_policy_loss(logprobs, logprobs.detach(), whole.advantages_BT, whole.loss_weights_BT,
+                                  clip_eps_low=0.2, clip_eps_high=0.2)
+    loss.backward()
+    reference = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())).item()
+    metrics = _trainer(config, parts, prompts).train(groups)
+    assert abs(metrics["train/grad_norm"] - reference) / reference < 1e-4, (metrics["train/grad_norm"], reference)
+    assert abs(metrics["train/loss"] - loss.item()) < 1e-6
