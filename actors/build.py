@@ -11,7 +11,8 @@ from typing import Any
 
 from actors.placement import RolePlacement, place_roles
 from rlpost.config import RootConfig
-from rlpost.types import GenerationRequest, LearnerBatch, LossSpec, RewardRequest, RewardResult, Sample
+from rlpost.losses import LossSpec
+from rlpost.types import GenerationRequest, LearnerBatch, RewardRequest, RewardResult, Sample
 
 
 class ActorCallError(RuntimeError):
@@ -78,6 +79,14 @@ class LearnerClient:
         return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "learner.sequence_logprobs",
                     self.timeout_s)[0]
 
+    def reference_kl(self, sequences: list[list[int]], prompt_lens: list[int], estimator: str) -> list[float]:
+        return call([h.reference_kl.remote(sequences, prompt_lens, estimator) for h in self.handles],
+                    "learner.reference_kl", self.timeout_s)[0]
+
+    def has_reference(self) -> list[bool]:
+        """Per rank, whether a reference model is loaded (tests check none is when kl_coef is 0)."""
+        return call([h.has_reference.remote() for h in self.handles], "learner.has_reference", self.timeout_s)
+
     def save_hf(self, path: str) -> None:
         call([h.save_hf.remote(path) for h in self.handles], "learner.save_hf", self.timeout_s)
 
@@ -129,7 +138,7 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
     reward_cls = ray.remote(RewardWorker)
 
     learners = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
-        r, config.learner.world_size, config.model, config.learner, model_path)
+        r, config.learner.world_size, config.model, config.learner, model_path, config.algorithm.kl_coef != 0)
         for r in range(config.learner.world_size)]
     rollouts = [rollout_cls.options(**placements["rollout"].options(i)).remote(
         model_path, config.model, config.rollout, i, transport) for i in range(config.rollout.num_engines)]

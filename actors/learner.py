@@ -2,8 +2,9 @@
 
 The learner is algorithm-blind: it computes logprobs, applies the loss spec it is given to a batch whose
 advantages and per-token weights the driver computed, and reports gradient statistics. Rank 0 picks the
-rendezvous address; the other ranks join it. Leaves out: reference models and KL (GRPO-family issue),
-DeepSpeed checkpoints for resume (checkpoint issue), sequence packing.
+rendezvous address; the other ranks join it. A frozen reference model is loaded only when the objective uses a
+KL term (a full copy on every rank: fine for the model sizes one node trains; a ZeRO-3-sharded reference is left
+for when a recipe needs it). Leaves out: DeepSpeed checkpoints for resume (checkpoint issue), sequence packing.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ configure_process_env()
 
 import torch
 
-from rlpost.batching import pad_rows, split_micro
+from rlpost.batching import minibatch_bounds, pad_rows, split_micro
 from rlpost.config import LearnerConfig, ModelConfig
-from rlpost.losses import clipped_policy_loss
-from rlpost.types import LearnerBatch, LossSpec
+from rlpost.losses import LossSpec, kl_estimate, policy_loss
+from rlpost.types import LearnerBatch
 
 
 def free_port() -> int:
@@ -31,11 +32,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor:
-    """log p(token t+1 | tokens ≤ t) for every position: shape [B, T-1]."""
+def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor,
+                   entropy: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(token t+1 | tokens ≤ t) for every position, [B, T-1], and the entropy of each next-token distribution.
+
+    entropy: 'none' skips it, 'metric' computes it without a graph, 'grad' keeps its graph (entropy bonus).
+    """
     logits = model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, use_cache=False).logits
-    logits = logits[:, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, input_ids_BT[:, 1:, None]).squeeze(-1)
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    chosen = log_probs.gather(-1, input_ids_BT[:, 1:, None]).squeeze(-1)
+    if entropy == "none":
+        return chosen, None
+    with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
+        ent = -(log_probs.exp() * log_probs).sum(-1)
+    return chosen, ent
 
 
 def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:
@@ -57,10 +67,12 @@ class LearnerWorker:
     """One learner rank (wrapped by `ray.remote` in actors/build.py)."""
 
     def __init__(self, rank: int, world_size: int, model_cfg: ModelConfig, learner_cfg: LearnerConfig,
-                 model_path: str) -> None:
+                 model_path: str, load_reference: bool = False) -> None:
         self.rank, self.world_size = rank, world_size
         self.model_cfg, self.cfg, self.model_path = model_cfg, learner_cfg, model_path
+        self.load_reference = load_reference
         self.engine: Any = None
+        self.reference: Any = None
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0 only: the address and a free port the group will meet at."""
@@ -94,6 +106,20 @@ class LearnerWorker:
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
+        if self.load_reference:  # at start, so a reference that does not fit fails before the first step
+            self._load_reference()
+
+    def _load_reference(self) -> None:
+        """The frozen initial policy, from the same files the learner started from."""
+        from transformers import AutoModelForCausalLM
+
+        dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
+        self.reference = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=dtype, trust_remote_code=self.model_cfg.trust_remote_code).to(self.device)
+        self.reference.eval().requires_grad_(False)
+
+    def has_reference(self) -> bool:
+        return self.reference is not None
 
     @property
     def device(self) -> torch.device:
@@ -104,45 +130,74 @@ class LearnerWorker:
         ids, attn = pad_rows(sequences)
         self.engine.eval()
         with torch.no_grad():
-            lp = token_logprobs(self.engine, ids.to(self.device), attn.to(self.device)).cpu()
+            lp, _ = token_logprobs(self.engine, ids.to(self.device), attn.to(self.device))
         self.engine.train()
-        return [lp[i, : len(s) - 1].tolist() for i, s in enumerate(sequences)]
+        return [lp.cpu()[i, : len(s) - 1].tolist() for i, s in enumerate(sequences)]
+
+    def reference_kl(self, sequences: list[list[int]], prompt_lens: list[int], estimator: str) -> list[float]:
+        """Per sequence, the KL estimate to the reference summed over its completion tokens (KL-in-reward)."""
+        if self.reference is None:
+            self._load_reference()
+        ids, attn = pad_rows(sequences)
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        with torch.no_grad():
+            lp, _ = token_logprobs(self.engine, ids, attn)
+            ref, _ = token_logprobs(self.reference, ids, attn)
+        kl = kl_estimate(lp, ref, estimator).cpu()
+        return [float(kl[i, p - 1: len(s) - 1].sum()) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
 
     def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int) -> dict[str, float]:
-        """`loss.updates_per_batch` optimizer steps on this rank's shard, each over `micro_batches` backwards.
+        """`loss.epochs` passes of `loss.updates_per_batch` optimizer steps over this rank's shard.
 
-        Every rank makes the same number of forwards and backwards (padding with fully masked rows), because
-        ZeRO-2/3 reduce gradients inside each backward. Returns weighted sums the driver adds up over ranks.
+        Each mini-batch runs `micro_batches` backwards on every rank (padding with fully masked rows), because
+        ZeRO-2/3 reduce gradients inside each backward. Old logprobs (and reference logprobs) come from this
+        learner before the first update. Returns weighted sums the driver adds up over ranks.
         """
-        k = loss.updates_per_batch
-        plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size), micro_batches)
-                for mini in _pad_count(split_micro(shard, max(1, -(-shard.input_ids_BT.shape[0] // k))), k)]
-        olds = [self._old_logprobs(micros) if k > 1 else [None] * len(micros) for micros in plan]
+        k, epochs = loss.updates_per_batch, loss.epochs
+        plan = [_pad_count(split_micro(shard.rows(lo, hi) if hi > lo else shard.masked_row(),
+                                       self.cfg.micro_batch_size), micro_batches)
+                for lo, hi in minibatch_bounds(shard.input_ids_BT.shape[0], k)]
+        off_policy = k > 1 or epochs > 1 or loss.tis_level != "none"
+        with_ref = loss.needs_reference
+        before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]
+        entropy_mode = "grad" if loss.entropy_coef else "metric"
         sums: dict[str, float] = {}
-        for micros, old_lps in zip(plan, olds):
-            for micro, old_lp in zip(micros, old_lps):
-                batch = _to(micro, self.device)
-                logprobs = token_logprobs(self.engine, batch.input_ids_BT, batch.attention_mask_BT)
-                old_lp = logprobs.detach() if old_lp is None else old_lp.to(self.device)
-                value, metrics = clipped_policy_loss(
-                    logprobs, old_lp, batch.advantages_BT, batch.loss_weights_BT * k,
-                    clip_eps_low=loss.clip_eps_low, clip_eps_high=loss.clip_eps_high)
-                # DeepSpeed averages gradients over ranks; the weights already hold the global mean, so undo it.
-                self.engine.backward(value * self.world_size, scale_wrt_gas=False)
-                mismatch = (batch.rollout_logprobs_BT - old_lp).abs() * batch.loss_mask_BT
-                metrics["loss"] = value.detach()
-                metrics["logprob_mismatch_mean"] = (mismatch * batch.loss_weights_BT * k).sum()
-                _accumulate(sums, metrics, 1.0 / k)
-                _accumulate(sums, {"logprob_mismatch_max": mismatch.max()}, None)
-            self.engine.step()
-            grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
-            _accumulate(sums, {"grad_norm": grad_norm / self.world_size}, 1.0 / k)
+        for _ in range(epochs):
+            for micros, frozen in zip(plan, before):
+                for micro, (old_lp, ref_lp) in zip(micros, frozen):
+                    batch = micro.to(self.device)
+                    logprobs, entropy = token_logprobs(self.engine, batch.input_ids_BT, batch.attention_mask_BT,
+                                                       entropy_mode)
+                    old_lp = logprobs.detach() if old_lp is None else old_lp.to(self.device)
+                    value, metrics = policy_loss(
+                        logprobs, old_lp, batch.advantages_BT, batch.loss_weights_BT, batch.loss_mask_BT, loss,
+                        ref_logprobs_BT=None if ref_lp is None else ref_lp.to(self.device),
+                        rollout_logprobs_BT=batch.rollout_logprobs_BT, entropy_BT=entropy,
+                        metric_weights_BT=batch.metric_weights_BT)
+                    # DeepSpeed averages gradients over ranks; the weights already hold the global mean: undo it.
+                    self.engine.backward(value * self.world_size, scale_wrt_gas=False)
+                    metrics["loss"] = value.detach()
+                    _accumulate(sums, metrics, 1.0 / epochs)
+                    _accumulate(sums, _mismatch(batch, old_lp), 1.0 / epochs)
+                    gap = (batch.rollout_logprobs_BT - old_lp).abs() * batch.loss_mask_BT
+                    _accumulate(sums, {"logprob_mismatch_max": gap.max()}, None)
+                self.engine.step()
+                grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
+                _accumulate(sums, {"grad_norm": grad_norm / self.world_size}, 1.0 / (k * epochs))
+        sums["loss"] = sums.get("loss", 0.0) / k
         return sums
 
-    def _old_logprobs(self, micros: list[LearnerBatch]) -> list[torch.Tensor]:
+    def _frozen_logprobs(self, micro: LearnerBatch, off_policy: bool, with_ref: bool) -> tuple[Any, Any]:
+        """(old logprobs or None when on-policy, reference logprobs or None) of one micro-batch, on the CPU."""
+        if with_ref and self.reference is None:  # a loss spec with KL on a group started without one
+            self._load_reference()
+        if not off_policy and not with_ref:
+            return None, None
+        ids, attn = micro.input_ids_BT.to(self.device), micro.attention_mask_BT.to(self.device)
         with torch.no_grad():
-            return [token_logprobs(self.engine, m.input_ids_BT.to(self.device),
-                                   m.attention_mask_BT.to(self.device)).cpu() for m in micros]
+            old = token_logprobs(self.engine, ids, attn)[0].cpu() if off_policy else None
+            ref = token_logprobs(self.reference, ids, attn)[0].cpu() if with_ref else None
+        return old, ref
 
     def named_weights(self, bucket_bytes: int) -> list[Any]:
         """Full weights in buckets of about `bucket_bytes`, put in the object store (rank 0 returns the refs).
@@ -254,19 +309,17 @@ def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:
     """Append fully masked one-row batches until there are `count` of them."""
     if len(batches) > count:
         raise ValueError(f"shard needs {len(batches)} micro-batches but the step plans {count}")
-    return batches + [_masked_like(batches[-1]) for _ in range(count - len(batches))]
+    return batches + [batches[-1].masked_row() for _ in range(count - len(batches))]
 
 
-def _masked_like(batch: LearnerBatch) -> LearnerBatch:
-    zeros = torch.zeros_like(batch.loss_mask_BT)
-    return LearnerBatch(batch.input_ids_BT[:1], batch.attention_mask_BT[:1], zeros[:1], zeros[:1], zeros[:1],
-                        zeros[:1])
-
-
-def _to(batch: LearnerBatch, device: torch.device) -> LearnerBatch:
-    return LearnerBatch(*(t.to(device) for t in (batch.input_ids_BT, batch.attention_mask_BT, batch.loss_mask_BT,
-                                                 batch.advantages_BT, batch.loss_weights_BT,
-                                                 batch.rollout_logprobs_BT)))
+def _mismatch(batch: LearnerBatch, old_lp: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How far vLLM's sampling logprobs are from the learner's (before the update), as weighted sums."""
+    log_ratio = (batch.rollout_logprobs_BT - old_lp) * batch.loss_mask_BT  # log pi_vllm / pi_learner
+    w = batch.metric_weights_BT
+    return {
+        "logprob_mismatch_mean": (log_ratio.abs() * w).sum(),
+        "mismatch_kl_k3": ((torch.exp(-log_ratio) + log_ratio - 1.0) * w).sum(),  # KL(vllm || learner), k3
+    }
 
 
 def _accumulate(sums: dict[str, float], metrics: dict[str, Any], scale: float | None) -> None:

@@ -21,6 +21,9 @@ from typing import Any, BinaryIO
 from rlpost.types import RewardRequest, RewardResult
 
 
+LOAD_TIMEOUT_S = 120.0
+
+
 class RewardTimeoutError(RuntimeError):
     """A reward call ran past its timeout; the child running it was killed and replaced."""
 
@@ -66,7 +69,8 @@ class RewardWorker:
     def _start(self) -> None:
         self.child = subprocess.Popen([sys.executable, "-m", "actors.reward"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=dict(os.environ))
-        reply = self._call(("load", self.specs), self.timeout_s)
+        # Loading imports the plugins (slow on a busy machine); the per-call timeout bounds scoring calls only.
+        reply = self._call(("load", self.specs), max(self.timeout_s, LOAD_TIMEOUT_S))
         if reply[0] != "ok":
             self._kill()
             from rewards import RewardPluginError

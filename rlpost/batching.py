@@ -1,16 +1,29 @@
 """Turn scored groups into padded learner batches, one shard per learner rank.
 
-The per-token loss weights are computed here for the whole global batch (token-mean), so the learners' weighted
-sums add up to the same loss however the samples are spread over ranks. Leaves out: sequence packing and dynamic
-token budgets (a later optimisation; it must keep a slow reference and an equivalence test).
+The per-token loss weights are computed here, for each *global* mini-batch (rank shards are cut into
+`updates_per_batch` contiguous mini-batches by `minibatch_bounds`, the same function the learner uses), so the
+learners' weighted sums add up to the chosen aggregation however the samples are spread over ranks and
+micro-batches. Leaves out: sequence packing and dynamic token budgets (a later optimisation; it must keep a slow
+reference and an equivalence test).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlpost.losses import token_mean_weights
+from rlpost.losses import aggregation_weights
 from rlpost.types import Group, LearnerBatch
+
+
+@dataclass(frozen=True)
+class _Row:
+    prompt: list[int]
+    completion: list[int]
+    advantage: float
+    rollout_logprobs: list[float]
+    trained: bool  # False: the completion's tokens get no loss (e.g. a masked truncated completion)
 
 
 def pad_rows(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,46 +37,82 @@ def pad_rows(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def build_shards(groups: list[Group], world_size: int, pad_id: int = 0) -> list[LearnerBatch]:
-    """Spread the step's samples over `world_size` shards of near-equal token count."""
-    rows = []  # (prompt ids, completion ids, advantage, rollout logprobs)
-    for group in groups:
-        for sample, adv in zip(group.samples, group.advantages, strict=True):
-            rows.append((group.prompt.token_ids, sample.token_ids, adv, sample.logprobs))
-    total_tokens = sum(len(r[1]) for r in rows)
-    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
+def minibatch_bounds(rows: int, count: int) -> list[tuple[int, int]]:
+    """Cut `rows` rows into `count` contiguous slices of ceil(rows / count) rows (the last ones may be empty)."""
+    size = max(1, -(-rows // max(1, count)))
+    return [(min(rows, j * size), min(rows, (j + 1) * size)) for j in range(count)]
+
+
+def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int = 1,
+                 aggregation: str = "token-mean", constant: float = 0.0, mask_truncated: bool = False,
+                 pad_id: int = 0) -> list[LearnerBatch]:
+    """Spread the step's samples over `world_size` shards of near-equal token count, with aggregation weights.
+
+    mask_truncated: completions that hit the length cap get no loss (DAPO's overlong filtering); they still count
+    as sequences in the seq-mean aggregations, as in TRL and verl.
+    """
+    rows = [_Row(list(g.prompt.token_ids), list(s.token_ids), adv, list(s.logprobs),
+                 not (mask_truncated and s.finish_reason == "length"))
+            for g in groups for s, adv in zip(g.samples, g.advantages, strict=True)]
+    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))
     buckets: list[list[int]] = [[] for _ in range(world_size)]
     loads = [0] * world_size
     for i in order:  # greedy longest-first balancing
         rank = loads.index(min(loads))
         buckets[rank].append(i)
-        loads[rank] += len(rows[i][0]) + len(rows[i][1])
-    return [_shard([rows[i] for i in sorted(b)], total_tokens, pad_id) for b in buckets]
+        loads[rank] += len(rows[i].prompt) + len(rows[i].completion)
+    shard_rows = [[rows[i] for i in sorted(b)] for b in buckets]
+    masks = [_completion_mask(r) for r in shard_rows]
+    loss_w = [torch.zeros_like(m, dtype=torch.float64) for m in masks]
+    total_tokens = max(1.0, float(sum(m.sum() for m in masks)))
+    for j in range(updates_per_batch):  # one global mini-batch at a time
+        parts = [(rank, lo, hi) for rank, m in enumerate(masks)
+                 for lo, hi in [minibatch_bounds(m.shape[0], updates_per_batch)[j]] if hi > lo]
+        if not parts:
+            continue
+        width = max(masks[rank].shape[1] for rank, _, _ in parts)
+        stacked = torch.cat([torch.nn.functional.pad(masks[r][lo:hi], (0, width - masks[r].shape[1]))
+                             for r, lo, hi in parts])
+        weights = aggregation_weights(stacked, aggregation, constant)
+        offset = 0
+        for r, lo, hi in parts:
+            loss_w[r][lo:hi] = weights[offset: offset + hi - lo, : masks[r].shape[1]]
+            offset += hi - lo
+    return [_shard(r, m, w, total_tokens, pad_id) for r, m, w in zip(shard_rows, masks, loss_w)]
 
 
-def _shard(rows: list[tuple], total_tokens: int, pad_id: int) -> LearnerBatch:
+def _completion_mask(rows: list[_Row]) -> torch.Tensor:
+    """[B, T-1] mask of the trained completion tokens (position t predicts token t+1)."""
+    width = max([len(r.prompt) + len(r.completion) for r in rows] + [2]) - 1
+    mask = torch.zeros((len(rows), width))
+    for i, row in enumerate(rows):
+        if row.trained:
+            mask[i, len(row.prompt) - 1: len(row.prompt) - 1 + len(row.completion)] = 1.0
+    return mask
+
+
+def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_tokens: float,
+           pad_id: int) -> LearnerBatch:
     if not rows:  # a rank with no samples still joins the collectives: one fully masked row
-        rows = [([pad_id], [pad_id], 0.0, [0.0])]
-        real = False
-    else:
-        real = True
-    ids, attn = pad_rows([list(p) + list(c) for p, c, _, _ in rows], pad_id)
-    shape = (ids.shape[0], ids.shape[1] - 1) if ids.shape[1] > 1 else (ids.shape[0], 1)
-    loss_mask = torch.zeros(shape)
+        rows = [_Row([pad_id], [pad_id], 0.0, [0.0], False)]
+        mask = torch.zeros((1, 1))
+        weights = torch.zeros((1, 1), dtype=torch.float64)
+    ids, attn = pad_rows([r.prompt + r.completion for r in rows], pad_id)
+    shape = (ids.shape[0], max(1, ids.shape[1] - 1))
     advantages = torch.zeros(shape)
     rollout_lp = torch.zeros(shape)
-    for i, (prompt, completion, adv, logprobs) in enumerate(rows):
-        start, end = len(prompt) - 1, len(prompt) - 1 + len(completion)
-        loss_mask[i, start:end] = 1.0 if real else 0.0
-        advantages[i, start:end] = adv
-        rollout_lp[i, start:end] = torch.tensor(logprobs[: len(completion)], dtype=torch.float32)
+    for i, row in enumerate(rows):
+        start, end = len(row.prompt) - 1, len(row.prompt) - 1 + len(row.completion)
+        advantages[i, start:end] = row.advantage
+        rollout_lp[i, start:end] = torch.tensor(row.rollout_logprobs[: len(row.completion)], dtype=torch.float32)
     return LearnerBatch(
         input_ids_BT=ids,
         attention_mask_BT=attn,
-        loss_mask_BT=loss_mask,
+        loss_mask_BT=mask[:, : shape[1]].clone(),
         advantages_BT=advantages,
-        loss_weights_BT=token_mean_weights(loss_mask, total_tokens),
+        loss_weights_BT=weights[:, : shape[1]].to(torch.float32),
         rollout_logprobs_BT=rollout_lp,
+        metric_weights_BT=mask[:, : shape[1]] / total_tokens,
     )
 
 
@@ -72,15 +121,5 @@ def split_micro(batch: LearnerBatch, micro_batch_size: int) -> list[LearnerBatch
     out = []
     n = batch.input_ids_BT.shape[0]
     for lo in range(0, n, micro_batch_size):
-        hi = min(n, lo + micro_batch_size)
-        width = int(batch.attention_mask_BT[lo:hi].sum(dim=1).max())
-        width = max(width, 2)
-        out.append(LearnerBatch(
-            input_ids_BT=batch.input_ids_BT[lo:hi, :width],
-            attention_mask_BT=batch.attention_mask_BT[lo:hi, :width],
-            loss_mask_BT=batch.loss_mask_BT[lo:hi, : width - 1],
-            advantages_BT=batch.advantages_BT[lo:hi, : width - 1],
-            loss_weights_BT=batch.loss_weights_BT[lo:hi, : width - 1],
-            rollout_logprobs_BT=batch.rollout_logprobs_BT[lo:hi, : width - 1],
-        ))
+        out.append(batch.rows(lo, min(n, lo + micro_batch_size)))
     return out

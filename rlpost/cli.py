@@ -1,4 +1,4 @@
-"""`rlpost` command line: train a recipe, print its resolved config, or list every recipe key.
+"""`rlpost` command line: train a recipe, print its resolved config, or list every recipe key and preset.
 
 Errors a user can fix (recipe keys, data, reward plugins, resources) print one clear message and exit 2, without a
 Python traceback unless RLPOST_DEBUG=1. Leaves out: `validate`, `eval` and `submit` (recipes/CLI issue).
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the resolved config and check data and reward plugins, then exit")
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
+    presets.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     return parser
 
 
@@ -55,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "keys":
         print(keys_markdown() if args.markdown else _keys_help())
+        return 0
+    if args.command == "presets":
+        from rlpost.presets import PRESET_NOTES, PRESETS, presets_markdown
+
+        if args.markdown:
+            print(presets_markdown())
+        else:
+            for name, values in PRESETS.items():
+                print(f"{name}: {PRESET_NOTES[name]}")
+                print("  " + ", ".join(f"algorithm.{k}={v}" for k, v in values.items()))
         return 0
     from rewards import RewardPluginError
     from rlpost.data import DataError

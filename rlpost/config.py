@@ -1,8 +1,8 @@
 """The one typed configuration schema, and recipe loading (inheritance, CLI overrides, errors that name key and file).
 
 Every field is documented once, here, in the comment string beside it; `rlpost train --help-config` and the README
-table are generated from these. Defaults live only in this file. Leaves out: per-algorithm presets and the GPU
-colocation knobs (later issues add them as fields here).
+table are generated from these. Defaults live only in this file; named algorithm presets (rlpost/presets.py) sit
+between them and the recipe. Leaves out: the GPU colocation knobs (later issues add them as fields here).
 """
 
 from __future__ import annotations
@@ -75,15 +75,48 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    prompts_per_step: int = doc("B: prompts sampled per training step", 32)
-    advantage_std_normalize: bool = doc("divide group-centred rewards by the group std (GRPO) or not (Dr. GRPO)",
-                                        True)
-    advantage_std_ddof: int = doc("degrees of freedom of the group std: 1 = unbiased (verl), 0 = population", 1)
+    preset: str = doc("named set of the switches below ('grpo', 'dr_grpo', 'dapo', 'gspo'; empty = none): applied "
+                      "under the recipe, so keys the recipe or command line set win", "")
+    prompts_per_step: int = doc("B: prompts per training step (groups kept, with dynamic sampling)", 32)
+    baseline: str = doc("advantage baseline: 'mean' of the group (GRPO) or 'rloo' (mean of the other samples)",
+                        "mean")
+    advantage_std: str = doc("divide centred rewards by the std of the 'group' (GRPO), of the 'batch' (TRL "
+                             "scale_rewards=batch) or 'none' (Dr. GRPO)", "group")
+    advantage_std_ddof: int = doc("degrees of freedom of the std: 1 = unbiased (verl, TRL), 0 = population", 1)
     advantage_eps: float = doc("added to the std before dividing", 1e-6)
-    singleton_rule: str = doc("advantage of a group with one sample: 'raw' (reward, as verl) or 'zero'", "raw")
+    singleton_rule: str = doc("advantage of a group with one sample: 'raw' (its reward, as verl), 'zero', or 'drop' "
+                              "the group", "raw")
+    loss_aggregation: str = doc("how per-token losses are combined over a mini-batch: 'token-mean' (DAPO), "
+                                "'seq-mean-token-mean' (original GRPO), 'seq-mean-token-sum', 'constant' (Dr. GRPO: "
+                                "sum / (sequences * loss_constant))", "token-mean")
+    loss_constant: int = doc("normaliser of the 'constant' aggregation (0 = rollout.max_new_tokens)", 0)
     clip_eps_low: float = doc("PPO clip: ratio lower bound is 1 - clip_eps_low", 0.2)
-    clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high", 0.2)
-    updates_per_batch: int = doc("optimizer steps per generated batch (mini-batches); >1 makes the clip active", 1)
+    clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high (DAPO clip-higher: 0.28)", 0.2)
+    dual_clip_c: float = doc("dual clip for negative advantages: loss capped at c*|A| (verl: 3.0); 0 disables", 0.0)
+    ratio_level: str = doc("importance ratio per 'token' (PPO/GRPO) or per 'sequence' (GSPO: exp of the mean "
+                           "token log-ratio)", "token")
+    kl_coef: float = doc("beta of the KL to the reference (initial) policy; 0 loads no reference model anywhere", 0.0)
+    kl_estimator: str = doc("KL estimator: 'k1' (log ratio), 'k2' (squared log ratio / 2), 'k3' (GRPO's)", "k3")
+    kl_in_reward: bool = doc("subtract beta * (summed KL of the completion) from its reward instead of adding "
+                             "beta * KL to the loss", False)
+    entropy_coef: float = doc("entropy bonus: the loss subtracts coef * entropy, aggregated like the loss", 0.0)
+    updates_per_batch: int = doc("mini-batches per epoch, one optimizer step each; >1 makes the clip active", 1)
+    epochs: int = doc("passes over each generated batch (old logprobs come from the learner before the first)", 1)
+    tis_level: str = doc("truncated importance sampling for the vLLM-vs-learner mismatch: 'none', 'token' or "
+                         "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss", "none")
+    tis_cap: float = doc("cap of the truncated importance weight", 2.0)
+    dynamic_sampling: bool = doc("DAPO: drop groups whose dynamic_sampling_metric is all equal and generate more "
+                                 "prompts until prompts_per_step groups are kept", False)
+    dynamic_sampling_metric: str = doc("what must vary within a kept group: 'reward' (total) or 'accuracy' (the "
+                                       "first reward function)", "reward")
+    max_gen_rounds: int = doc("dynamic sampling: most generation rounds per step (the first included)", 4)
+    on_gen_rounds_exhausted: str = doc("when max_gen_rounds is hit: 'train' on the groups kept so far (with a "
+                                       "warning) or 'error'", "train")
+    overlong_shaping: bool = doc("DAPO overlong reward shaping: completions longer than max_new_tokens - "
+                                 "overlong_buffer lose up to overlong_penalty at the cap", False)
+    overlong_buffer: int = doc("overlong shaping buffer in tokens (0 = max_new_tokens // 5, DAPO's ratio)", 0)
+    overlong_penalty: float = doc("overlong shaping factor (reward lost at the cap)", 1.0)
+    mask_truncated: bool = doc("completions cut by max_new_tokens get no loss (they still count as sequences)", False)
 
 
 @dataclass(frozen=True)
@@ -157,7 +190,16 @@ class RecipeError(ValueError):
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model.dtype": ("float32", "bfloat16"),
     "data.source": ("embedded", "jsonl", "hf"),
-    "algorithm.singleton_rule": ("raw", "zero"),
+    "algorithm.preset": ("", "grpo", "dr_grpo", "dapo", "gspo"),
+    "algorithm.baseline": ("mean", "rloo"),
+    "algorithm.advantage_std": ("group", "batch", "none"),
+    "algorithm.singleton_rule": ("raw", "zero", "drop"),
+    "algorithm.loss_aggregation": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"),
+    "algorithm.ratio_level": ("token", "sequence"),
+    "algorithm.kl_estimator": ("k1", "k2", "k3"),
+    "algorithm.tis_level": ("none", "token", "sequence"),
+    "algorithm.dynamic_sampling_metric": ("reward", "accuracy"),
+    "algorithm.on_gen_rounds_exhausted": ("train", "error"),
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.backend": ("auto", "gloo", "nccl"),
     "sync.transport": ("auto", "cpu", "nccl", "ipc"),
@@ -184,13 +226,23 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Load a recipe (following `defaults:`), apply `key=value` overrides, validate, and freeze."""
     from omegaconf import OmegaConf
 
-    merged = OmegaConf.structured(RootConfig)
-    for layer, origin in _recipe_layers(resolve_recipe_path(str(recipe)), seen=()):
-        merged = _merge(merged, layer, origin)
+    layers = _recipe_layers(resolve_recipe_path(str(recipe)), seen=())
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"command line: override {item!r} is not of the form key=value")
-        merged = _merge(merged, OmegaConf.from_dotlist([item]), f"command line ({item})")
+        layers.append((OmegaConf.from_dotlist([item]), f"command line ({item})"))
+    merged = OmegaConf.structured(RootConfig)
+    for layer, origin in layers:
+        merged = _merge(merged, layer, origin)
+    preset = merged.algorithm.preset
+    if preset:  # the preset sits under every layer, so keys set in the recipe or on the command line win
+        from rlpost.presets import PRESETS
+
+        if preset not in PRESETS:
+            raise RecipeError(f"{recipe}: key 'algorithm.preset' is {preset!r}; allowed: {', '.join(PRESETS)}")
+        merged = _merge(OmegaConf.structured(RootConfig), {"algorithm": PRESETS[preset]}, f"preset {preset!r}")
+        for layer, origin in layers:
+            merged = _merge(merged, layer, origin)
     try:
         OmegaConf.resolve(merged)
         config: RootConfig = OmegaConf.to_object(merged)
@@ -259,10 +311,22 @@ def _check_choices(config: RootConfig, origin: str) -> None:
         raise RecipeError(f"{origin}: key 'reward.weights' has {len(weights)} entries for "
                           f"{len(functions)} reward.functions")
     for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
-                "rollout.num_engines", "reward.num_workers", "learner.micro_batch_size"):
+                "rollout.num_engines", "reward.num_workers", "learner.micro_batch_size",
+                "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise RecipeError(f"{origin}: key '{key}' must be at least 1")
+    alg = config.algorithm
+    if alg.dual_clip_c and alg.dual_clip_c <= 1.0:
+        raise RecipeError(f"{origin}: key 'algorithm.dual_clip_c' must be 0 (off) or greater than 1, "
+                          f"got {alg.dual_clip_c}")
+    if alg.tis_cap <= 0:
+        raise RecipeError(f"{origin}: key 'algorithm.tis_cap' must be positive, got {alg.tis_cap}")
+    if alg.kl_coef < 0 or alg.entropy_coef < 0:
+        raise RecipeError(f"{origin}: keys 'algorithm.kl_coef' and 'algorithm.entropy_coef' must not be negative")
+    if alg.overlong_shaping and not 0 <= alg.overlong_buffer < config.rollout.max_new_tokens:
+        raise RecipeError(f"{origin}: key 'algorithm.overlong_buffer' must be in [0, rollout.max_new_tokens="
+                          f"{config.rollout.max_new_tokens}), got {alg.overlong_buffer}")
 
 
 def all_fields() -> list[tuple[str, str, Any, str]]:

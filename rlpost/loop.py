@@ -1,30 +1,47 @@
 """The training step, read top to bottom: sample → allocate → generate → score → advantages → train → sync → log.
 
-The trainer only talks to the Protocols of rlpost/types.py, so it imports neither Ray, vLLM nor DeepSpeed.
-Leaves out: dynamic sampling / group filtering, allocators other than fixed n, checkpoint/resume (later issues).
+With DAPO dynamic sampling, sample → score repeats (at most `max_gen_rounds` rounds) until enough groups whose
+rewards vary are kept. The trainer only talks to the Protocols of rlpost/types.py, so it imports neither Ray,
+vLLM nor DeepSpeed. Leaves out: allocators other than fixed n, checkpoint/resume (later issues).
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import defaultdict
 from typing import Any
 
 from rlpost.advantages import batch_advantages
 from rlpost.batching import build_shards
 from rlpost.config import RootConfig
+from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
+from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import (
     GenerationRequest,
     Group,
     LearnerGroup,
-    LossSpec,
     Prompt,
     RewardPool,
     RewardRequest,
     RolloutEngine,
     WeightSync,
 )
+
+
+class DynamicSamplingExhausted(RuntimeError):
+    """Dynamic sampling hit max_gen_rounds and the recipe asked for an error instead of a smaller batch."""
+
+
+def loss_spec(config: RootConfig) -> LossSpec:
+    """The learner's view of the algorithm section (KL goes into the reward instead when kl_in_reward)."""
+    alg = config.algorithm
+    return LossSpec(
+        clip_eps_low=alg.clip_eps_low, clip_eps_high=alg.clip_eps_high, dual_clip_c=alg.dual_clip_c,
+        ratio_level=alg.ratio_level, kl_coef=0.0 if alg.kl_in_reward else alg.kl_coef,
+        kl_estimator=alg.kl_estimator, entropy_coef=alg.entropy_coef, tis_level=alg.tis_level,
+        tis_cap=alg.tis_cap, updates_per_batch=alg.updates_per_batch, epochs=alg.epochs)
 
 
 class Trainer:
@@ -36,43 +53,80 @@ class Trainer:
         self.config, self.rollout, self.learner, self.reward = config, rollout, learner, reward
         self.weight_sync, self.sampler = weight_sync, sampler
         self.probe_sequences, self.rollout_probe = probe_sequences, rollout_probe
-        alg = config.algorithm
-        self.loss = LossSpec(alg.clip_eps_low, alg.clip_eps_high, alg.updates_per_batch)
+        self.loss = loss_spec(config)
 
     def step(self, step: int) -> dict[str, float]:
-        """One GRPO step; returns its metrics (each phase timed)."""
+        """One GRPO-family step; returns its metrics (each phase timed)."""
         timer = PhaseTimer()
-        with timer.phase("sample"):                                   # 1. which prompts
-            prompts = self.sampler.next_batch()
-        with timer.phase("allocate"):                                 # 2. how many samples each
-            requests = self.requests(prompts, step, self.config.rollout.samples_per_prompt)
-        with timer.phase("generate"):                                 # 3. vLLM completions
-            groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
-        with timer.phase("reward"):                                   # 4. reward workers
-            reward_metrics = self.score(groups)
-        with timer.phase("advantage"):                                # 5. group-normalised advantages
-            advantage_metrics = self.advantages(groups)
-            self.sampler.update(groups)
-        with timer.phase("train"):                                    # 6. clipped GRPO update
-            train_metrics = self.train(groups)
-        with timer.phase("sync"):                                     # 7. weights into vLLM, then probe
-            sync_metrics = self.weight_sync.sync()
-            sync_metrics["sync/probe_max_abs_diff"] = self.probe()
-        metrics = {**reward_metrics, **advantage_metrics, **train_metrics, **sync_metrics, **timer.seconds}
+        alg = self.config.algorithm
+        kept: list[Group] = []
+        generated: list[Group] = []
+        rounds = 0
+        while True:
+            with timer.phase("sample"):                               # 1. which prompts
+                prompts = self.sampler.next_batch()
+            with timer.phase("allocate"):                             # 2. how many samples each
+                requests = self.requests(prompts, step, self.config.rollout.samples_per_prompt, round_=rounds)
+            with timer.phase("generate"):                             # 3. vLLM completions
+                groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
+            with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
+                self.score(groups)
+                self.shape_rewards(groups)
+            rounds += 1
+            generated += groups
+            if not alg.dynamic_sampling:
+                kept = groups
+                break
+            kept += [g for g in groups if informative_group(self._filter_values(g))]
+            if len(kept) >= alg.prompts_per_step:
+                kept = kept[: alg.prompts_per_step]
+                break
+            if rounds >= alg.max_gen_rounds:
+                message = (f"dynamic sampling: step {step} kept {len(kept)} of {alg.prompts_per_step} groups after "
+                           f"{rounds} generation rounds ({len(generated)} prompts, algorithm.max_gen_rounds="
+                           f"{alg.max_gen_rounds}); rewards of the rest were all equal")
+                if alg.on_gen_rounds_exhausted == "error":
+                    raise DynamicSamplingExhausted(message + ". Raise max_gen_rounds, or set "
+                                                   "algorithm.on_gen_rounds_exhausted=train")
+                print(f"[rlpost] warning: {message}; training on the smaller batch", file=sys.stderr, flush=True)
+                break
+        with timer.phase("advantage"):                                # 5. group-relative advantages
+            advantage_metrics = self.advantages(kept, generated)
+            self.sampler.update(generated)
+        metrics = {**self.reward_metrics(generated), **advantage_metrics}
+        metrics.update({"groups/generated": float(len(generated)), "groups/kept": float(len(kept)),
+                        "groups/dropped": float(len(generated) - len(kept)), "groups/gen_rounds": float(rounds)})
+        trained = [g for g in kept if g.advantages]
+        if trained:
+            with timer.phase("train"):                                # 6. policy update
+                metrics.update(self.train(trained))
+            with timer.phase("sync"):                                 # 7. weights into vLLM, then probe
+                metrics.update(self.weight_sync.sync())
+                metrics["sync/probe_max_abs_diff"] = self.probe()
+        else:
+            print(f"[rlpost] warning: step {step} has no group to train on; the policy is unchanged",
+                  file=sys.stderr, flush=True)
+        metrics.update(timer.seconds)
         metrics["time/step"] = sum(timer.seconds.values())
         return metrics
 
-    def requests(self, prompts: list[Prompt], step: int, n: int, greedy: bool = False) -> list[GenerationRequest]:
-        """Generation requests with a per-request seed derived from (run seed, step, position): reruns repeat."""
+    def _filter_values(self, group: Group) -> list[float]:
+        if self.config.algorithm.dynamic_sampling_metric == "accuracy":
+            return [next(iter(s.reward_components.values())) for s in group.samples]
+        return [s.reward for s in group.samples]
+
+    def requests(self, prompts: list[Prompt], step: int, n: int, greedy: bool = False,
+                 round_: int = 0) -> list[GenerationRequest]:
+        """Generation requests with a per-request seed from (run seed, step, round, position): reruns repeat."""
         cfg = self.config.rollout
         return [GenerationRequest(
             prompt_uid=p.uid, token_ids=p.token_ids, n=n,
             max_new_tokens=self.config.run.eval_max_new_tokens if greedy else cfg.max_new_tokens,
             temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
-            seed=_seed(self.config.rollout.seed, step, i)) for i, p in enumerate(prompts)]
+            seed=_seed(self.config.rollout.seed, step, i, round_)) for i, p in enumerate(prompts)]
 
-    def score(self, groups: list[Group]) -> dict[str, float]:
-        """Rewards for every sample (stored on the samples), plus reward, accuracy and length metrics."""
+    def score(self, groups: list[Group]) -> None:
+        """Rewards for every sample, stored on the samples (total and per-function components)."""
         samples = [(g.prompt, s) for g in groups for s in g.samples]
         columns: dict[str, list[Any]] = defaultdict(list)
         for prompt, _ in samples:
@@ -81,11 +135,36 @@ class Trainer:
         result = self.reward.score(RewardRequest(
             prompts=[p.text for p, _ in samples], completions=[s.text for _, s in samples],
             completion_ids=[s.token_ids for _, s in samples], columns=dict(columns)))
-        first = next(iter(result.components.values()))
         for i, (_, sample) in enumerate(samples):
             sample.reward = result.rewards[i]
             sample.reward_components = {name: values[i] for name, values in result.components.items()}
-        metrics = {"reward/mean": _mean(result.rewards)}
+
+    def shape_rewards(self, groups: list[Group]) -> None:
+        """Driver-side reward terms: DAPO overlong shaping and the KL penalty (kl_in_reward), kept as components."""
+        alg, cap = self.config.algorithm, self.config.rollout.max_new_tokens
+        samples = [s for g in groups for s in g.samples]
+        if alg.overlong_shaping:
+            buffer = alg.overlong_buffer or max(1, cap // 5)
+            for s in samples:
+                penalty = overlong_penalty(len(s.token_ids), cap, buffer, alg.overlong_penalty)
+                s.reward += penalty
+                s.reward_components["overlong"] = penalty
+        if alg.kl_in_reward and alg.kl_coef:
+            pairs = [(g.prompt, s) for g in groups for s in g.samples]
+            kls = self.learner.reference_kl([p.token_ids + s.token_ids for p, s in pairs],
+                                            [len(p.token_ids) for p, _ in pairs], alg.kl_estimator)
+            for (_, s), kl in zip(pairs, kls):
+                s.reward -= alg.kl_coef * kl
+                s.reward_components["kl_penalty"] = -alg.kl_coef * kl
+
+    def reward_metrics(self, groups: list[Group]) -> dict[str, float]:
+        """Reward, accuracy (first reward function) per data_source, lengths and truncation of the step's samples."""
+        samples = [(g.prompt, s) for g in groups for s in g.samples]
+        first = [next(iter(s.reward_components.values())) for _, s in samples]
+        metrics = {"reward/mean": _mean([s.reward for _, s in samples])}
+        names = {name for _, s in samples for name in s.reward_components}
+        for name in sorted(names):
+            metrics[f"reward/{name}"] = _mean([s.reward_components.get(name, 0.0) for _, s in samples])
         by_source: dict[str, list[float]] = defaultdict(list)
         for (prompt, _), value in zip(samples, first):
             by_source[prompt.data_source].append(value)
@@ -97,19 +176,28 @@ class Trainer:
         metrics["tokens/truncated_frac"] = _mean([float(s.finish_reason == "length") for _, s in samples])
         return metrics
 
-    def advantages(self, groups: list[Group]) -> dict[str, float]:
+    def advantages(self, kept: list[Group], generated: list[Group]) -> dict[str, float]:
+        """Advantages of the kept groups; groups dropped by dynamic sampling get zeros (their rewards are equal)."""
         alg = self.config.algorithm
         values, metrics = batch_advantages(
-            [[s.reward for s in g.samples] for g in groups], std_normalize=alg.advantage_std_normalize,
-            ddof=alg.advantage_std_ddof, eps=alg.advantage_eps, singleton_rule=alg.singleton_rule)
-        for group, adv in zip(groups, values):
-            group.advantages = adv
+            [[s.reward for s in g.samples] for g in kept], std_normalize=alg.advantage_std,
+            baseline=alg.baseline, ddof=alg.advantage_std_ddof, eps=alg.advantage_eps,
+            singleton_rule=alg.singleton_rule)
+        kept_ids = {id(g) for g in kept}
+        for group in generated:
+            if id(group) not in kept_ids:
+                group.advantages = [0.0] * len(group.samples)
+        for group, adv in zip(kept, values):
+            group.advantages = adv if adv is not None else []
         return metrics
 
     def train(self, groups: list[Group]) -> dict[str, float]:
         cfg = self.config.learner
-        shards = build_shards(groups, cfg.world_size)
+        alg = self.config.algorithm
         k = self.loss.updates_per_batch
+        shards = build_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
+                              constant=alg.loss_constant or self.config.rollout.max_new_tokens,
+                              mask_truncated=alg.mask_truncated)
         micro = max(_ceil_div(_ceil_div(s.input_ids_BT.shape[0], k), cfg.micro_batch_size) for s in shards)
         return {f"train/{key}": value for key, value in self.learner.train(shards, self.loss, micro).items()}
 
@@ -125,7 +213,7 @@ class Trainer:
     def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
         """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean."""
         groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(self.requests(prompts, -1, 1, True)))]
-        self.score(groups)
+        self.score(groups)  # reward functions only: no shaping or KL terms in held-out accuracy
         by_source: dict[str, list[float]] = defaultdict(list)
         for group in groups:
             by_source[group.prompt.data_source].append(next(iter(group.samples[0].reward_components.values())))
@@ -134,8 +222,9 @@ class Trainer:
         return result
 
 
-def _seed(base: int, step: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{base}:{step}:{index}".encode(), digest_size=4).digest()
+def _seed(base: int, step: int, index: int, round_: int = 0) -> int:
+    key = f"{base}:{step}:{index}" if round_ == 0 else f"{base}:{step}:{round_}:{index}"
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
 
 

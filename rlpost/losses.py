@@ -1,44 +1,159 @@
-"""Policy losses as pure tensor functions: the learner applies them, the driver chooses them.
+"""The GRPO-family policy loss as a pure tensor function: the learner applies it, the driver chooses it.
 
-The loss is a weighted sum over tokens, with weights computed by the driver for the whole global batch (see
-`token_mean_weights`), so its value and gradient do not depend on how the batch is split over ranks or
-micro-batches. Leaves out: KL terms, entropy bonus, sequence-level ratios, dual clip (GRPO-family issue).
+The loss is a weighted sum over tokens. The driver computes the weights for each global mini-batch
+(`aggregation_weights`), so the value and gradient do not depend on how a batch is split over ranks or
+micro-batches, and every aggregation (token-mean, seq-mean-token-mean, seq-mean-token-sum, constant normaliser)
+is the same code path. Per token, with ratio ρ = π/π_old (or GSPO's sequence ratio) and advantage A:
+
+    pg  = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A), then for A<0 (dual clip c): min(pg, -c·A)
+    pg *= truncated importance weight  min(π_old/π_vllm, cap)        (token or sequence level; optional)
+    loss_t = pg + β·KL_k(π, π_ref) - entropy_coef·H(π)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+RATIO_LEVELS = ("token", "sequence")
+TIS_LEVELS = ("none", "token", "sequence")
 
-def token_mean_weights(loss_mask_BT: torch.Tensor, total_tokens: int) -> torch.Tensor:
-    """Per-token weights that make a weighted sum equal the mean over all completion tokens of the global batch."""
-    return loss_mask_BT.to(torch.float32) / max(1, int(total_tokens))
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything the learner needs to know about the objective; it knows nothing else about the algorithm."""
+
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    dual_clip_c: float = 0.0  # 0 disables; otherwise > 1 (verl: 3.0)
+    ratio_level: str = "token"  # 'sequence' = GSPO
+    kl_coef: float = 0.0  # in the loss; 0 means no reference model anywhere
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+    tis_level: str = "none"  # truncated importance sampling for the vLLM-vs-learner mismatch
+    tis_cap: float = 2.0
+    updates_per_batch: int = 1  # mini-batches per epoch (optimizer steps per epoch)
+    epochs: int = 1
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.kl_coef != 0.0
 
 
-def clipped_policy_loss(
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(π‖π_ref) from samples of π (Schulman's k1, k2, k3)."""
+    log_ratio = ref_logprobs - logprobs  # log π_ref/π
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.exp(log_ratio) - log_ratio - 1.0
+    raise ValueError(f"unknown KL estimator {estimator!r}; allowed: {KL_ESTIMATORS}")
+
+
+def aggregation_weights(mask_BT: torch.Tensor, mode: str, constant: float = 0.0) -> torch.Tensor:
+    """Per-token weights whose weighted sum is the chosen aggregation over the rows of `mask_BT` (one mini-batch).
+
+    token-mean: sum / all tokens; seq-mean-token-mean: mean over sequences of each sequence's token mean
+    (original GRPO); seq-mean-token-sum: mean over sequences of token sums; constant: sum / (sequences · constant)
+    (Dr. GRPO, constant = the generation cap).
+    """
+    mask = mask_BT.to(torch.float64)
+    rows = max(1, mask.shape[0])
+    if mode == "token-mean":
+        return mask / mask.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-mean":
+        return mask / mask.sum(dim=-1, keepdim=True).clamp(min=1.0) / rows
+    if mode == "seq-mean-token-sum":
+        return mask / rows
+    if mode == "constant":
+        if constant <= 0:
+            raise ValueError("aggregation 'constant' needs a positive constant (the generation cap)")
+        return mask / (rows * constant)
+    raise ValueError(f"unknown aggregation {mode!r}; allowed: {AGGREGATIONS}")
+
+
+def _sequence_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+    return (values_BT * mask_BT).sum(dim=-1, keepdim=True) / mask_BT.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def importance_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
+                       level: str, cap: float) -> torch.Tensor:
+    """Truncated importance weights min(π_old/π_vllm, cap), per token or per sequence (product over its tokens)."""
+    log_w = (old_logprobs_BT - rollout_logprobs_BT) * mask_BT
+    if level == "token":
+        weights = torch.exp(log_w)
+    elif level == "sequence":
+        weights = torch.exp(log_w.sum(dim=-1, keepdim=True)).expand_as(log_w)
+    else:
+        raise ValueError(f"unknown importance-sampling level {level!r}; allowed: {TIS_LEVELS}")
+    return torch.clamp(weights, max=cap).detach()
+
+
+def policy_loss(
     logprobs_BT: torch.Tensor,
     old_logprobs_BT: torch.Tensor,
     advantages_BT: torch.Tensor,
     weights_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    spec: LossSpec,
     *,
-    clip_eps_low: float,
-    clip_eps_high: float,
+    ref_logprobs_BT: torch.Tensor | None = None,
+    rollout_logprobs_BT: torch.Tensor | None = None,
+    entropy_BT: torch.Tensor | None = None,
+    metric_weights_BT: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-clip surrogate, -sum(w * min(ratio * A, clip(ratio) * A)), with its clip fraction and ratio stats.
-
-    Metrics are weighted sums too (so they add up across ranks and micro-batches like the loss).
-    """
-    ratio = torch.exp(logprobs_BT - old_logprobs_BT)
-    clipped_ratio = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high)
-    unclipped = ratio * advantages_BT
-    clipped = clipped_ratio * advantages_BT
-    per_token = -torch.minimum(unclipped, clipped)
+    """The weighted-sum loss and its metrics (weighted sums with `metric_weights_BT`, a token-mean by default)."""
+    log_ratio = logprobs_BT - old_logprobs_BT
+    if spec.ratio_level == "sequence":
+        log_ratio = _sequence_mean(log_ratio, mask_BT).expand_as(log_ratio)
+    elif spec.ratio_level != "token":
+        raise ValueError(f"unknown ratio level {spec.ratio_level!r}; allowed: {RATIO_LEVELS}")
+    ratio = torch.exp(log_ratio)
+    clipped_ratio = torch.clamp(ratio, 1.0 - spec.clip_eps_low, 1.0 + spec.clip_eps_high)
+    unclipped, clipped = ratio * advantages_BT, clipped_ratio * advantages_BT
+    pg = -torch.minimum(unclipped, clipped)
+    if spec.dual_clip_c:
+        dual = torch.minimum(pg, -spec.dual_clip_c * advantages_BT)
+        dual_active = (advantages_BT < 0) & (dual < pg)
+        pg = torch.where(advantages_BT < 0, dual, pg)
+    if spec.tis_level != "none":
+        if rollout_logprobs_BT is None:
+            raise ValueError("truncated importance sampling needs the rollout logprobs")
+        tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec.tis_level, spec.tis_cap)
+        pg = pg * tis
+    per_token = pg
+    kl = None
+    if spec.kl_coef:
+        if ref_logprobs_BT is None:
+            raise ValueError("kl_coef != 0 needs reference logprobs")
+        kl = kl_estimate(logprobs_BT, ref_logprobs_BT, spec.kl_estimator)
+        per_token = per_token + spec.kl_coef * kl
+    if spec.entropy_coef:
+        if entropy_BT is None:
+            raise ValueError("entropy_coef != 0 needs the per-token entropy")
+        per_token = per_token - spec.entropy_coef * entropy_BT
     loss = (per_token * weights_BT).sum()
+    mw = metric_weights_BT if metric_weights_BT is not None else aggregation_weights(mask_BT, "token-mean")
+    mw = mw.to(logprobs_BT.dtype)
     with torch.no_grad():
-        was_clipped = (clipped < unclipped).to(weights_BT.dtype)
         metrics = {
-            "clip_frac": (was_clipped * weights_BT).sum(),
-            "ratio_mean": (ratio * weights_BT).sum(),
-            "approx_kl_old": ((old_logprobs_BT - logprobs_BT) * weights_BT).sum(),
+            "clip_frac": ((clipped < unclipped).to(mw.dtype) * mw).sum(),
+            "ratio_mean": (ratio * mw).sum(),
+            "approx_kl_old": ((old_logprobs_BT - logprobs_BT) * mw).sum(),
+            "pg_loss": (pg * mw).sum(),
         }
+        if spec.dual_clip_c:
+            metrics["dual_clip_frac"] = (dual_active.to(mw.dtype) * mw).sum()
+        if spec.tis_level != "none":
+            metrics["tis_weight_mean"] = (tis * mw).sum()
+            metrics["tis_capped_frac"] = ((tis >= spec.tis_cap).to(mw.dtype) * mw).sum()
+        if kl is not None:
+            metrics["kl_ref"] = (kl * mw).sum()
+        if entropy_BT is not None:
+            metrics["entropy"] = (entropy_BT * mw).sum()
     return loss, metrics

@@ -9,7 +9,9 @@ Leaves out: partial rollouts and multi-turn samples (later issues).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from rlpost.losses import LossSpec
 
 
 @dataclass
@@ -83,25 +85,36 @@ class RewardResult:
 class LearnerBatch:
     """One rank's share of a training step: padded token rows plus per-token loss inputs.
 
-    `loss_weights_BT` already holds the aggregation (e.g. 1 / total completion tokens of the *global* batch for
+    `loss_weights_BT` already holds the aggregation of each global mini-batch (e.g. 1 / its completion tokens for
     token-mean), so the learner's loss is a plain weighted sum and is invariant to how the batch is split.
+    `metric_weights_BT` is a token-mean over the whole global batch, for metrics.
     """
 
     input_ids_BT: Any  # torch.long [B, T]
     attention_mask_BT: Any  # torch.long [B, T]
-    loss_mask_BT: Any  # torch.float [B, T-1]: 1 on completion tokens (predicting position t+1)
+    loss_mask_BT: Any  # torch.float [B, T-1]: 1 on trained completion tokens (predicting position t+1)
     advantages_BT: Any  # torch.float [B, T-1]
     loss_weights_BT: Any  # torch.float [B, T-1]
-    rollout_logprobs_BT: Any  # torch.float [B, T-1]: vLLM's sampled logprobs, for the mismatch metric
+    rollout_logprobs_BT: Any  # torch.float [B, T-1]: vLLM's sampled logprobs (mismatch metric, TIS)
+    metric_weights_BT: Any  # torch.float [B, T-1]
 
+    PER_TOKEN: ClassVar[tuple[str, ...]] = ("loss_mask_BT", "advantages_BT", "loss_weights_BT",
+                                            "rollout_logprobs_BT", "metric_weights_BT")
 
-@dataclass(frozen=True)
-class LossSpec:
-    """The loss the learner applies; it knows nothing else about the algorithm."""
+    def rows(self, lo: int, hi: int) -> LearnerBatch:
+        """Rows lo:hi, with padding columns past the longest row trimmed."""
+        width = max(2, int(self.attention_mask_BT[lo:hi].sum(dim=1).max()))
+        return LearnerBatch(self.input_ids_BT[lo:hi, :width], self.attention_mask_BT[lo:hi, :width],
+                            *(getattr(self, k)[lo:hi, : width - 1] for k in self.PER_TOKEN))
 
-    clip_eps_low: float
-    clip_eps_high: float
-    updates_per_batch: int
+    def masked_row(self) -> LearnerBatch:
+        """A one-row batch that trains nothing (keeps ranks' collective counts equal)."""
+        zeros = [getattr(self, k)[:1] * 0 for k in self.PER_TOKEN]
+        return LearnerBatch(self.input_ids_BT[:1], self.attention_mask_BT[:1], *zeros)
+
+    def to(self, device: Any) -> LearnerBatch:
+        return LearnerBatch(self.input_ids_BT.to(device), self.attention_mask_BT.to(device),
+                            *(getattr(self, k).to(device) for k in self.PER_TOKEN))
 
 
 class RolloutEngine(Protocol):

@@ -1,22 +1,27 @@
-"""The clipped GRPO loss: its value against a hand computation, and invariance to how the batch is split."""
+"""The GRPO-family loss: values against hand computations, every switch, and invariance to how a batch is split."""
 
+import math
+
+import pytest
 import torch
 
-from rlpost.batching import build_shards, split_micro
-from rlpost.losses import clipped_policy_loss, token_mean_weights
+from rlpost.batching import build_shards, minibatch_bounds, split_micro
+from rlpost.losses import LossSpec, aggregation_weights, importance_weights, kl_estimate, policy_loss
 from rlpost.types import Group, Prompt, Sample
 
-
-def _loss(lp, old, adv, w, **kw):
-    return clipped_policy_loss(lp, old, adv, w, clip_eps_low=0.2, clip_eps_high=0.2, **kw)
+SPEC = LossSpec(clip_eps_low=0.2, clip_eps_high=0.2)
 
 
-def test_on_policy_loss_is_negative_weighted_advantage_and_never_clips():
+def _loss(lp, old, adv, spec=SPEC, **kw):
+    mask = torch.ones_like(lp)
+    return policy_loss(lp, old, adv, aggregation_weights(mask, "token-mean"), mask, spec, **kw)
+
+
+def test_on_policy_loss_is_negative_mean_advantage_and_never_clips():
     lp = torch.tensor([[-1.0, -2.0, -0.5]])
     adv = torch.tensor([[1.0, 1.0, -2.0]])
-    w = torch.full((1, 3), 1 / 3)
-    loss, metrics = _loss(lp, lp.clone(), adv, w)
-    assert torch.isclose(loss, torch.tensor(0.0))  # -(1 + 1 - 2)/3
+    loss, metrics = _loss(lp, lp.clone(), adv)
+    assert torch.isclose(loss, torch.tensor(0.0, dtype=loss.dtype))  # -(1 + 1 - 2)/3
     assert metrics["clip_frac"] == 0
 
 
@@ -24,52 +29,159 @@ def test_clip_limits_ratio_in_the_advantage_direction():
     old = torch.zeros(1, 2)
     lp = torch.log(torch.tensor([[1.5, 0.5]]))  # ratios 1.5 and 0.5
     adv = torch.tensor([[1.0, -1.0]])
-    w = torch.full((1, 2), 0.5)
-    loss, metrics = _loss(lp, old, adv, w)
+    loss, metrics = _loss(lp, old, adv)
     # token 0: min(1.5, 1.2) * 1 = 1.2 ; token 1: min(-0.5, -0.8) = -0.8
-    assert torch.isclose(loss, torch.tensor(-(1.2 - 0.8) / 2))
-    assert torch.isclose(metrics["clip_frac"], torch.tensor(1.0))
+    assert math.isclose(float(loss), -(1.2 - 0.8) / 2, rel_tol=1e-6)
+    assert math.isclose(float(metrics["clip_frac"]), 1.0)
 
 
-def _groups(seed: int) -> list[Group]:
+def test_clip_higher_uses_the_upper_bound_only_for_positive_advantages():
+    old = torch.zeros(1, 2)
+    lp = torch.log(torch.tensor([[1.5, 0.5]]))
+    loss, _ = _loss(lp, old, torch.tensor([[1.0, -1.0]]), LossSpec(clip_eps_low=0.2, clip_eps_high=0.28))
+    assert math.isclose(float(loss), -(1.28 - 0.8) / 2, rel_tol=1e-6)
+
+
+def test_dual_clip_caps_the_loss_of_negative_advantages():
+    old = torch.zeros(1, 1)
+    lp = torch.log(torch.tensor([[5.0]]))  # ratio 5, A = -1: PPO loss 5, dual clip c=3 caps it at 3
+    plain, _ = _loss(lp, old, torch.tensor([[-1.0]]))
+    dual, metrics = _loss(lp, old, torch.tensor([[-1.0]]), LossSpec(dual_clip_c=3.0))
+    assert math.isclose(float(plain), 5.0, rel_tol=1e-6) and math.isclose(float(dual), 3.0, rel_tol=1e-6)
+    assert float(metrics["dual_clip_frac"]) == 1.0
+    positive, _ = _loss(lp, old, torch.tensor([[1.0]]), LossSpec(dual_clip_c=3.0))
+    assert math.isclose(float(positive), -1.2, rel_tol=1e-6)  # untouched for A > 0
+
+
+def test_sequence_ratio_is_the_geometric_mean_of_token_ratios():
+    old = torch.zeros(1, 3)
+    lp = torch.tensor([[0.3, -0.1, 0.1]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # last token is padding
+    spec = LossSpec(ratio_level="sequence", clip_eps_low=10, clip_eps_high=10)
+    loss, metrics = policy_loss(lp, old, torch.ones(1, 3), aggregation_weights(mask, "token-mean"), mask, spec)
+    assert math.isclose(float(loss), -math.exp(0.1), rel_tol=1e-6)
+    assert math.isclose(float(metrics["ratio_mean"]), math.exp(0.1), rel_tol=1e-6)
+
+
+def test_aggregations_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    per_token = torch.tensor([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0]], dtype=torch.float64)
+
+    def agg(mode, c=0.0):
+        return float((per_token * aggregation_weights(mask, mode, c)).sum())
+
+    assert agg("token-mean") == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert agg("seq-mean-token-mean") == pytest.approx((6 / 3 + 4 / 1) / 2)
+    assert agg("seq-mean-token-sum") == pytest.approx((6 + 4) / 2)
+    assert agg("constant", 8) == pytest.approx((6 + 4) / (2 * 8))
+    with pytest.raises(ValueError, match="constant"):
+        aggregation_weights(mask, "constant")
+
+
+def test_kl_estimators():
+    lp, ref = torch.tensor([-1.0]), torch.tensor([-1.5])  # log(ref/pi) = -0.5
+    assert math.isclose(float(kl_estimate(lp, ref, "k1")), 0.5)
+    assert math.isclose(float(kl_estimate(lp, ref, "k2")), 0.125)
+    assert math.isclose(float(kl_estimate(lp, ref, "k3")), math.exp(-0.5) + 0.5 - 1, rel_tol=1e-6)
+    assert float(kl_estimate(lp, lp, "k3")) == 0.0
+
+
+def test_kl_and_entropy_terms_enter_the_loss_with_their_coefficients():
+    lp = torch.tensor([[-1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -0.5]])
+    ent = torch.tensor([[2.0, 4.0]])
+    base, _ = _loss(lp, lp, torch.zeros(1, 2))
+    with_kl, m = _loss(lp, lp, torch.zeros(1, 2), LossSpec(kl_coef=0.1), ref_logprobs_BT=ref)
+    k3 = (math.exp(-0.5) + 0.5 - 1 + math.exp(0.5) - 0.5 - 1) / 2
+    assert math.isclose(float(with_kl - base), 0.1 * k3, rel_tol=1e-6)
+    assert math.isclose(float(m["kl_ref"]), k3, rel_tol=1e-6)
+    with_ent, m = _loss(lp, lp, torch.zeros(1, 2), LossSpec(entropy_coef=0.01), entropy_BT=ent)
+    assert math.isclose(float(with_ent), -0.01 * 3.0, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="reference"):
+        _loss(lp, lp, torch.zeros(1, 2), LossSpec(kl_coef=0.1))
+
+
+def test_truncated_importance_weights():
+    old = torch.tensor([[-1.0, -1.0, -1.0]])
+    rollout = torch.tensor([[-2.0, -1.0, -0.5]])  # pi_old / pi_vllm = e, 1, e^-0.5
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    token = importance_weights(old, rollout, mask, "token", cap=2.0)
+    assert token[0].tolist() == pytest.approx([2.0, 1.0, 1.0])  # capped at 2; padding gets weight 1
+    seq = importance_weights(old, rollout, mask, "sequence", cap=5.0)
+    assert seq[0].tolist() == pytest.approx([math.e] * 3)
+
+
+def _groups(seed: int, truncated_every: int = 0) -> list[Group]:
     g = torch.Generator().manual_seed(seed)
     groups = []
     for uid in range(5):
         prompt = Prompt(uid, "p", [1] + torch.randint(3, 20, (int(torch.randint(2, 6, (1,), generator=g)),),
                                                       generator=g).tolist(), "a", "s")
         samples = []
-        for _ in range(3):
+        for j in range(3):
             n = int(torch.randint(1, 7, (1,), generator=g))
+            finish = "length" if truncated_every and (uid * 3 + j) % truncated_every == 0 else "stop"
             samples.append(Sample(uid, torch.randint(3, 20, (n,), generator=g).tolist(),
-                                  (-torch.rand(n, generator=g)).tolist(), "", "stop"))
+                                  (-torch.rand(n, generator=g)).tolist(), "", finish))
         groups.append(Group(prompt, samples, torch.randn(3, generator=g).tolist()))
     return groups
 
 
-def _total_loss_and_grad(shards, table):
-    total = torch.zeros(())
-    for shard in shards:
-        for micro in split_micro(shard, 2):
-            logits = table[micro.input_ids_BT[:, :-1]]
-            lp = torch.log_softmax(logits, -1).gather(-1, micro.input_ids_BT[:, 1:, None]).squeeze(-1)
-            loss, _ = _loss(lp, lp.detach(), micro.advantages_BT, micro.loss_weights_BT)
-            total = total + loss
-    grad, = torch.autograd.grad(total, table)
-    return total.detach(), grad
+def _minibatch_losses_and_grads(shards, table, k, spec):
+    """Per global mini-batch j: the summed loss of every rank's j-th slice (as the learner runs it) and its grad."""
+    out = []
+    for j in range(k):
+        total = torch.zeros((), dtype=torch.float64)
+        for shard in shards:
+            lo, hi = minibatch_bounds(shard.input_ids_BT.shape[0], k)[j]
+            if hi == lo:
+                continue
+            for micro in split_micro(shard.rows(lo, hi), 2):
+                logits = table[micro.input_ids_BT[:, :-1]]
+                lp = torch.log_softmax(logits, -1).gather(-1, micro.input_ids_BT[:, 1:, None]).squeeze(-1)
+                loss, _ = policy_loss(lp, lp.detach() - 0.05, micro.advantages_BT,
+                                      micro.loss_weights_BT.double(), micro.loss_mask_BT, spec)
+                total = total + loss
+        grad, = torch.autograd.grad(total, table)
+        out.append((total.detach(), grad))
+    return out
 
 
-def test_loss_and_gradient_invariant_to_rank_and_micro_batch_split():
-    groups = _groups(0)
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_loss_and_gradient_invariant_to_rank_and_micro_batch_split(aggregation, k):
+    groups = _groups(0, truncated_every=4)
     table = torch.randn(20, 20, dtype=torch.float64).requires_grad_()
-    reference = _total_loss_and_grad(build_shards(groups, 1), table)
-    for world in (2, 3, 4):
-        value, grad = _total_loss_and_grad(build_shards(groups, world), table)
-        assert torch.allclose(value, reference[0], atol=1e-12)
-        assert torch.allclose(grad, reference[1], atol=1e-12)
+    spec = LossSpec(ratio_level="token")
+    kw = dict(updates_per_batch=k, aggregation=aggregation, constant=6.0, mask_truncated=True)
+    reference = _minibatch_losses_and_grads(build_shards(groups, 1, **kw), table, k, spec)
+    if k == 1:  # one mini-batch on one rank: the aggregation over all rows, computed directly
+        (shard,) = build_shards(groups, 1, **kw)
+        w = aggregation_weights(shard.loss_mask_BT, aggregation, 6.0)
+        assert torch.allclose(shard.loss_weights_BT.double(), w, atol=1e-7)
+    for world in (2, 3):
+        shards = build_shards(groups, world, **kw)
+        per_minibatch = _minibatch_losses_and_grads(shards, table, k, spec)
+        if k == 1:
+            assert torch.allclose(per_minibatch[0][0], reference[0][0], atol=1e-6)
+            assert torch.allclose(per_minibatch[0][1], reference[0][1], atol=1e-6)
+        weight_sums = [sum(float(s.rows(*minibatch_bounds(s.input_ids_BT.shape[0], k)[j]).loss_weights_BT.sum())
+                           for s in shards if minibatch_bounds(s.input_ids_BT.shape[0], k)[j][1] >
+                           minibatch_bounds(s.input_ids_BT.shape[0], k)[j][0]) for j in range(k)]
+        if aggregation == "token-mean":  # each global mini-batch is a full token mean
+            assert weight_sums == pytest.approx([1.0] * k, abs=1e-6)
 
 
-def test_token_mean_weights_sum_to_one_over_global_batch():
-    groups = _groups(1)
-    shards = build_shards(groups, 3)
-    assert torch.isclose(sum(s.loss_weights_BT.sum() for s in shards), torch.tensor(1.0))
-    assert torch.equal(token_mean_weights(torch.ones(2, 2), 4), torch.full((2, 2), 0.25))
+def test_masked_truncated_completions_get_no_weight_but_count_as_sequences():
+    groups = _groups(2, truncated_every=3)
+    (shard,) = build_shards(groups, 1, aggregation="seq-mean-token-sum", mask_truncated=True)
+    n_rows = sum(len(g.samples) for g in groups)
+    n_truncated = sum(s.finish_reason == "length" for g in groups for s in g.samples)
+    assert n_truncated > 0
+    assert float(shard.loss_weights_BT.sum()) * n_rows == pytest.approx(
+        sum(len(s.token_ids) for g in groups for s in g.samples if s.finish_reason != "length"), rel=1e-6)
+
+
+def test_metric_weights_are_a_token_mean_over_the_global_batch():
+    shards = build_shards(_groups(1), 3, updates_per_batch=2, aggregation="constant", constant=4.0)
+    assert math.isclose(float(sum(s.metric_weights_BT.sum() for s in shards)), 1.0, rel_tol=1e-6)

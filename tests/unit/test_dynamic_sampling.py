@@ -1,0 +1,107 @@
+"""The driver's step loop with DAPO dynamic sampling, overlong shaping and KL-in-reward, over in-process fakes.
+
+Only the driver's own logic is under test here (which groups are kept, how many rounds run, what is logged); the
+real components run the same loop in tests/integration.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlpost.config import load_config
+from rlpost.loop import DynamicSamplingExhausted, Trainer
+from rlpost.sampling import UniformSampler
+from rlpost.types import Prompt, RewardResult, Sample
+
+
+class FakeRollout:
+    """Prompt uid u answers with completion tokens [3] * (1 + u % 4); its samples' text encodes u and the index."""
+
+    def generate(self, requests):
+        return [[Sample(r.prompt_uid, [3] * (1 + r.prompt_uid % 4), [-0.5] * (1 + r.prompt_uid % 4),
+                        f"{r.prompt_uid}:{i}", "stop" if r.prompt_uid % 4 < 3 else "length")
+                 for i in range(r.n)] for r in requests]
+
+
+class FakeReward:
+    """Prompts with an even uid get all-equal rewards (no signal); odd uids get one correct sample of n."""
+
+    def score(self, request):
+        values = []
+        for text in request.completions:
+            uid, index = map(int, text.split(":"))
+            values.append(1.0 if uid % 2 == 1 and index == 0 else 0.0)
+        return RewardResult(rewards=list(values), components={"acc": list(values)})
+
+
+class FakeLearner:
+    def __init__(self):
+        self.trained, self.kl_calls = [], 0
+
+    def train(self, shards, loss, micro):
+        self.trained.append(shards)
+        return {"loss": 0.0, "clip_frac": 0.0}
+
+    def reference_kl(self, sequences, prompt_lens, estimator):
+        self.kl_calls += 1
+        return [0.5 * (len(s) - p) for s, p in zip(sequences, prompt_lens)]
+
+
+class NoSync:
+    def sync(self):
+        return {}
+
+
+def _trainer(overrides):
+    config = load_config("quickstart", ["algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
+                                        "learner.world_size=1", "sync.probe_sequences=0", *overrides])
+    prompts = [Prompt(u, f"p{u}", [1, 5], "a", "s") for u in range(64)]
+    learner = FakeLearner()
+    trainer = Trainer(config, FakeRollout(), learner, FakeReward(), NoSync(),
+                      UniformSampler(prompts, config.algorithm.prompts_per_step, 0), [], None)
+    return trainer, learner
+
+
+def test_without_dynamic_sampling_constant_groups_are_trained_with_zero_advantage():
+    trainer, learner = _trainer([])
+    metrics = trainer.step(1)
+    assert metrics["groups/generated"] == 4 and metrics["groups/dropped"] == 0 and metrics["groups/gen_rounds"] == 1
+    assert len(learner.trained) == 1
+
+
+def test_dynamic_sampling_keeps_generating_until_the_batch_is_full():
+    trainer, learner = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=10"])
+    metrics = trainer.step(1)
+    assert metrics["groups/kept"] == 4
+    assert metrics["groups/gen_rounds"] >= 2  # half the prompts carry no signal, so one round is never enough
+    assert metrics["groups/dropped"] == metrics["groups/generated"] - 4
+    rows = sum(int(s.loss_mask_BT.shape[0]) for s in learner.trained[0])
+    assert rows == 4 * 4  # only kept groups reach the learner
+    assert metrics["adv/zero_signal_group_frac"] == 0.0
+
+
+def test_dynamic_sampling_bound_trains_on_what_it_has_with_a_warning(capsys):
+    trainer, learner = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=1"])
+    metrics = trainer.step(1)
+    assert metrics["groups/gen_rounds"] == 1 and metrics["groups/kept"] < 4
+    err = capsys.readouterr().err
+    assert "dynamic sampling: step 1 kept" in err and "max_gen_rounds=1" in err
+    assert len(learner.trained) == 1
+
+
+def test_dynamic_sampling_bound_can_be_an_error():
+    trainer, _ = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=1",
+                           "algorithm.on_gen_rounds_exhausted=error"])
+    with pytest.raises(DynamicSamplingExhausted, match="max_gen_rounds"):
+        trainer.step(1)
+
+
+def test_overlong_shaping_and_kl_in_reward_change_rewards_and_are_logged():
+    trainer, learner = _trainer(["algorithm.overlong_shaping=true", "algorithm.overlong_buffer=2",
+                                 "algorithm.kl_coef=0.1", "algorithm.kl_in_reward=true"])
+    metrics = trainer.step(1)
+    # max_new_tokens 4, buffer 2: lengths 1, 2 → 0; 3 → -0.5; 4 → -1. Mean over uid % 4 in the batch.
+    assert metrics["reward/overlong"] < 0
+    assert metrics["reward/kl_penalty"] < 0 and learner.kl_calls == 1
+    assert metrics["reward/mean"] == pytest.approx(
+        metrics["reward/acc"] + metrics["reward/overlong"] + metrics["reward/kl_penalty"])
