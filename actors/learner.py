@@ -314,8 +314,9 @@ def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:
 
 def _mismatch(batch: LearnerBatch, old_lp: torch.Tensor) -> dict[str, torch.Tensor]:
     """How far vLLM's sampling logprobs are from the learner's (before the update), as weighted sums."""
-    log_ratio = (batch.rollout_logprobs_BT - old_lp) * batch.loss_mask_BT  # log pi_vllm / pi_learner
-    w = batch.metric_weights_BT
+    # float64: the gap is ~1e-7 in fp32, and exp(-x) + x - 1 would round to exactly 0.
+    log_ratio = ((batch.rollout_logprobs_BT - old_lp) * batch.loss_mask_BT).double()  # log pi_vllm / pi_learner
+    w = batch.metric_weights_BT.double()
     return {
         "logprob_mismatch_mean": (log_ratio.abs() * w).sum(),
         "mismatch_kl_k3": ((torch.exp(-log_ratio) + log_ratio - 1.0) * w).sum(),  # KL(vllm || learner), k3

@@ -20,7 +20,6 @@ from typing import Any, BinaryIO
 
 from rlpost.types import RewardRequest, RewardResult
 
-
 LOAD_TIMEOUT_S = 120.0
 
 

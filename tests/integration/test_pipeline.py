@@ -30,6 +30,12 @@ def test_vllm_and_learner_agree_before_training(stack):
     assert _max_diff(parts.rollout.sequence_logprobs(PROBE)[0], parts.learner.sequence_logprobs(PROBE)) < 1e-3
 
 
+def test_no_reference_model_is_loaded_when_kl_is_off(stack):
+    config, parts, _, _ = stack
+    assert config.algorithm.kl_coef == 0
+    assert parts.learner.has_reference() == [False] * config.learner.world_size
+
+
 def test_weight_sync_is_real(stack):
     config, parts, _, prompts = stack
     before = parts.rollout.sequence_logprobs(PROBE)[0]
@@ -83,7 +89,7 @@ def test_two_rank_gradient_equals_single_process_reference(stack, tmp_path):
 
     from actors.learner import token_logprobs
     from rlpost.batching import build_shards
-    from rlpost.losses import clipped_policy_loss
+    from rlpost.losses import LossSpec, policy_loss
 
     config, parts, _, prompts = stack
     parts.learner.save_hf(str(tmp_path / "weights"))
@@ -93,9 +99,9 @@ def test_two_rank_gradient_equals_single_process_reference(stack, tmp_path):
     for group in groups:
         group.advantages = [0.7, -1.2, 0.3, 0.2]
     (whole,) = build_shards(groups, 1)
-    logprobs = token_logprobs(model, whole.input_ids_BT, whole.attention_mask_BT)
-    loss, _ = clipped_policy_loss(logprobs, logprobs.detach(), whole.advantages_BT, whole.loss_weights_BT,
-                                  clip_eps_low=0.2, clip_eps_high=0.2)
+    logprobs, _ = token_logprobs(model, whole.input_ids_BT, whole.attention_mask_BT)
+    loss, _ = policy_loss(logprobs, logprobs.detach(), whole.advantages_BT, whole.loss_weights_BT,
+                          whole.loss_mask_BT, LossSpec())
     loss.backward()
     reference = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters())).item()
     metrics = _trainer(config, parts, prompts).train(groups)
