@@ -88,11 +88,11 @@ def plot_run(metrics_path: Path, out_path: Path) -> None:
     axes[0].plot(steps, [r["reward/mean"] for r in records])
     axes[0].set_title("mean reward")
     for key in sorted(k for k in records[0] if k.startswith("acc/")):
-        axes[1].plot(steps, [r.get(key) for r in records], label=key[4:])
+        axes[1].plot(steps, [r.get(key, float("nan")) for r in records], label=key[4:])
     axes[1].set_title("training accuracy per data_source")
     axes[1].legend(fontsize=7)
     for key in sorted(k for k in records[0] if k.startswith("time/")):
-        axes[2].plot(steps, [r.get(key) for r in records], label=key[5:])
+        axes[2].plot(steps, [r.get(key, float("nan")) for r in records], label=key[5:])
     axes[2].set_title("seconds per phase")
     axes[2].legend(fontsize=7)
     for ax in axes:

@@ -152,10 +152,16 @@ def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts:
 
 
 def _step_line(step: int, m: dict[str, float]) -> str:
-    return (f"step {step:4d} | reward {m['reward/mean']:.3f} | acc {m['acc/mean']:.3f} | "
-            f"zero-signal groups {m['adv/zero_signal_group_frac']:.2f} | clip {m['train/clip_frac']:.3f} | "
-            f"gen {m['time/generate']:.1f}s reward {m['time/reward']:.1f}s train {m['time/train']:.1f}s "
-            f"sync {m['time/sync']:.1f}s | probe {m['sync/probe_max_abs_diff']:.1e}")
+    """One console line per step; a step whose groups were all dropped has no train or sync numbers (nan)."""
+    def g(key: str) -> float:
+        return m.get(key, float("nan"))
+
+    dropped = f" ({g('groups/dropped'):.0f} dropped)" if m.get("groups/dropped") else ""
+    return (f"step {step:4d} | reward {g('reward/mean'):.3f} | acc {g('acc/mean'):.3f} | "
+            f"groups {g('groups/kept'):.0f}{dropped} | zero-signal {g('adv/zero_signal_group_frac'):.2f} | "
+            f"clip {g('train/clip_frac'):.3f} | mismatch {g('train/logprob_mismatch_mean'):.1e} | "
+            f"gen {g('time/generate'):.1f}s reward {g('time/reward'):.1f}s train {g('time/train'):.1f}s "
+            f"sync {g('time/sync'):.1f}s | probe {g('sync/probe_max_abs_diff'):.1e}")
 
 
 def _print_eval(label: str, accuracy: dict[str, float]) -> None:

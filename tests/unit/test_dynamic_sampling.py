@@ -105,3 +105,13 @@ def test_overlong_shaping_and_kl_in_reward_change_rewards_and_are_logged():
     assert metrics["reward/kl_penalty"] < 0 and learner.kl_calls == 1
     assert metrics["reward/mean"] == pytest.approx(
         metrics["reward/acc"] + metrics["reward/overlong"] + metrics["reward/kl_penalty"])
+
+
+def test_step_line_reports_dropped_groups_and_survives_a_step_with_nothing_to_train():
+    from rlpost.run import _step_line
+
+    trainer, _ = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=10"])
+    line = _step_line(1, trainer.step(1))
+    assert "groups 4 (" in line and "dropped)" in line
+    bare = _step_line(2, {"reward/mean": 0.0, "groups/kept": 0.0, "groups/dropped": 8.0})
+    assert "groups 0 (8 dropped)" in bare and "clip nan" in bare
