@@ -157,6 +157,33 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    kind: str = doc("which prompts each step trains on: 'uniform' (without replacement), 'mixture' (fixed weights per "
+                    "data_source), 'dump' (UCB over each source's mean |advantage|), 'prioritised' (Kimi: "
+                    "probability 1 - success rate per prompt) or 'staged' (all data, then staged_sources)", "uniform")
+    mixture_weights: dict[str, float] = doc("mixture: weight per data_source (renormalised; sources not named get 0)",
+                                            factory=dict)
+    dump_window: int = doc("dump: responses per source in the learnability window (DUMP: 300)", 300)
+    dump_exploration: float = doc("dump: UCB exploration weight c (DUMP: 1.0)", 1.0)
+    dump_temperature: float = doc("dump: softmax temperature over UCB scores (DUMP: 0.1)", 0.1)
+    success_threshold: float = doc("prioritised and rif_k: a rollout succeeds when the first reward function is at "
+                                   "least this", 1.0)
+    prioritised_initial: float = doc("prioritised: success rate assumed for a prompt not yet seen", 0.0)
+    staged_sources: list[str] = doc("staged: the data_sources trained on from staged_from_step on", factory=list)
+    staged_from_step: int = doc("staged: first step that samples only staged_sources", 0)
+    rif_k: int = doc("RIF-RFT filter before training: roll out each training prompt rif_k times and drop those with "
+                     "no successful rollout (0 = off)", 0)
+    rif_drop_all_correct: bool = doc("RIF-RFT filter: also drop prompts whose rif_k rollouts all succeed", False)
+    budget_initial: float = doc("Train-Long-Think-Short length budget B0 in tokens; reward functions get "
+                                "B(t) = max(budget_min, B0 * budget_decay^floor(t / budget_interval)) as the column "
+                                "'length_budget' (0 = off)", 0.0)
+    budget_decay: float = doc("length budget: decay factor gamma per interval", 0.7)
+    budget_interval: int = doc("length budget: steps between decays (T)", 10)
+    budget_min: float = doc("length budget: floor B_min in tokens", 1.0)
+    budget_caps_rollout: bool = doc("length budget: also cap rollout.max_new_tokens at ceil(B(t))", False)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
     output_dir: str = doc("parent directory of run directories", "runs")
@@ -177,6 +204,7 @@ class RootConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -200,6 +228,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algorithm.tis_level": ("none", "token", "sequence"),
     "algorithm.dynamic_sampling_metric": ("reward", "accuracy"),
     "algorithm.on_gen_rounds_exhausted": ("train", "error"),
+    "sampler.kind": ("uniform", "mixture", "dump", "prioritised", "staged"),
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.backend": ("auto", "gloo", "nccl"),
     "sync.transport": ("auto", "cpu", "nccl", "ipc"),
@@ -324,6 +353,18 @@ def _check_choices(config: RootConfig, origin: str) -> None:
         raise RecipeError(f"{origin}: key 'algorithm.tis_cap' must be positive, got {alg.tis_cap}")
     if alg.kl_coef < 0 or alg.entropy_coef < 0:
         raise RecipeError(f"{origin}: keys 'algorithm.kl_coef' and 'algorithm.entropy_coef' must not be negative")
+    smp = config.sampler
+    if smp.kind == "mixture" and not smp.mixture_weights:
+        raise RecipeError(f"{origin}: sampler.kind is 'mixture' but key 'sampler.mixture_weights' is empty "
+                          "(give a weight per data_source, e.g. sampler.mixture_weights.sum5=2.0)")
+    if smp.kind == "staged" and not smp.staged_sources:
+        raise RecipeError(f"{origin}: sampler.kind is 'staged' but key 'sampler.staged_sources' is empty")
+    if smp.dump_window < 1 or smp.dump_temperature <= 0 or smp.dump_exploration < 0:
+        raise RecipeError(f"{origin}: keys 'sampler.dump_window' (>= 1), 'sampler.dump_temperature' (> 0) and "
+                          "'sampler.dump_exploration' (>= 0) are out of range")
+    if smp.rif_k < 0 or smp.budget_initial < 0 or smp.budget_interval < 1 or not 0 < smp.budget_decay <= 1:
+        raise RecipeError(f"{origin}: keys 'sampler.rif_k' (>= 0), 'sampler.budget_initial' (>= 0), "
+                          "'sampler.budget_interval' (>= 1) and 'sampler.budget_decay' (in (0, 1]) are out of range")
     if alg.overlong_shaping and not 0 <= alg.overlong_buffer < config.rollout.max_new_tokens:
         raise RecipeError(f"{origin}: key 'algorithm.overlong_buffer' must be in [0, rollout.max_new_tokens="
                           f"{config.rollout.max_new_tokens}), got {alg.overlong_buffer}")

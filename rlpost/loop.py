@@ -2,21 +2,27 @@
 
 With DAPO dynamic sampling, sample → score repeats (at most `max_gen_rounds` rounds) until enough groups whose
 rewards vary are kept. The trainer only talks to the Protocols of rlpost/types.py, so it imports neither Ray,
-vLLM nor DeepSpeed. Leaves out: allocators other than fixed n, checkpoint/resume (later issues).
+vLLM nor DeepSpeed. The sampler is asked for prompts when a step needs them (never ahead) and updated right after
+the advantages, so step t's feedback shapes step t+1. Leaves out: allocators other than fixed n, checkpoint/resume
+(later issues).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from rlpost.advantages import batch_advantages
 from rlpost.batching import build_shards
 from rlpost.config import RootConfig
+from rlpost.curriculum import length_budget
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
+from rlpost.sampling import first_component
 from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import (
     GenerationRequest,
@@ -54,6 +60,7 @@ class Trainer:
         self.weight_sync, self.sampler = weight_sync, sampler
         self.probe_sequences, self.rollout_probe = probe_sequences, rollout_probe
         self.loss = loss_spec(config)
+        self._last_step = 0
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO-family step; returns its metrics (each phase timed)."""
@@ -62,15 +69,19 @@ class Trainer:
         kept: list[Group] = []
         generated: list[Group] = []
         rounds = 0
+        budget = self.length_budget(step)
+        extra = self._extra_columns(step)
+        self._last_step = step
         while True:
             with timer.phase("sample"):                               # 1. which prompts
-                prompts = self.sampler.next_batch()
+                prompts = self.sampler.next_batch(step)
             with timer.phase("allocate"):                             # 2. how many samples each
-                requests = self.requests(prompts, step, self.config.rollout.samples_per_prompt, round_=rounds)
+                requests = self.requests(prompts, step, self.config.rollout.samples_per_prompt, round_=rounds,
+                                         budget=budget)
             with timer.phase("generate"):                             # 3. vLLM completions
                 groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
             with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
-                self.score(groups)
+                self.score(groups, extra)
                 self.shape_rewards(groups)
             rounds += 1
             generated += groups
@@ -93,7 +104,9 @@ class Trainer:
         with timer.phase("advantage"):                                # 5. group-relative advantages
             advantage_metrics = self.advantages(kept, generated)
             self.sampler.update(generated)
-        metrics = {**self.reward_metrics(generated), **advantage_metrics}
+        metrics = {**self.reward_metrics(generated), **advantage_metrics, **self.sampler.metrics()}
+        if budget is not None:
+            metrics["curriculum/length_budget"] = budget
         metrics.update({"groups/generated": float(len(generated)), "groups/kept": float(len(kept)),
                         "groups/dropped": float(len(generated) - len(kept)), "groups/gen_rounds": float(rounds)})
         trained = [g for g in kept if g.advantages]
@@ -115,22 +128,33 @@ class Trainer:
             return [next(iter(s.reward_components.values())) for s in group.samples]
         return [s.reward for s in group.samples]
 
+    def length_budget(self, step: int) -> float | None:
+        """Train-Long-Think-Short B(t) for this step, or None when the recipe has no length budget."""
+        cfg = self.config.sampler
+        if not cfg.budget_initial:
+            return None
+        return length_budget(step, cfg.budget_initial, cfg.budget_decay, cfg.budget_interval, cfg.budget_min)
+
     def requests(self, prompts: list[Prompt], step: int, n: int, greedy: bool = False,
-                 round_: int = 0) -> list[GenerationRequest]:
+                 round_: int = 0, budget: float | None = None) -> list[GenerationRequest]:
         """Generation requests with a per-request seed from (run seed, step, round, position): reruns repeat."""
         cfg = self.config.rollout
+        cap = cfg.max_new_tokens
+        if budget is not None and self.config.sampler.budget_caps_rollout:
+            cap = max(1, min(cap, math.ceil(budget)))
         return [GenerationRequest(
             prompt_uid=p.uid, token_ids=p.token_ids, n=n,
-            max_new_tokens=self.config.run.eval_max_new_tokens if greedy else cfg.max_new_tokens,
+            max_new_tokens=self.config.run.eval_max_new_tokens if greedy else cap,
             temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
             seed=_seed(self.config.rollout.seed, step, i, round_)) for i, p in enumerate(prompts)]
 
-    def score(self, groups: list[Group]) -> None:
-        """Rewards for every sample, stored on the samples (total and per-function components)."""
+    def score(self, groups: list[Group], extra: dict[str, Any] | None = None) -> None:
+        """Rewards for every sample, stored on the samples (total and per-function components); `extra` columns
+        (the length budget) reach every reward function alongside the dataset's."""
         samples = [(g.prompt, s) for g in groups for s in g.samples]
         columns: dict[str, list[Any]] = defaultdict(list)
         for prompt, _ in samples:
-            for key, value in prompt.columns.items():
+            for key, value in {**prompt.columns, **(extra or {})}.items():
                 columns[key].append(value)
         result = self.reward.score(RewardRequest(
             prompts=[p.text for p, _ in samples], completions=[s.text for _, s in samples],
@@ -210,10 +234,38 @@ class Trainer:
         return max(abs(a - b) for engine in per_engine for seq_e, seq_l in zip(engine, reference)
                    for a, b in zip(seq_e, seq_l))
 
+    def rif_filter(self, prompts: list[Prompt], k: int, threshold: float, drop_all_correct: bool = False,
+                   chunk: int = 256, progress: Callable[[int], None] | None = None,
+                   ) -> tuple[list[Prompt], dict[str, float]]:
+        """RIF-RFT's pass before training: `k` rollouts per prompt; prompts with no successful rollout (and, when
+        asked, those with only successes) are dropped. Returns the kept prompts and the kept fraction per source."""
+        kept: list[Prompt] = []
+        seen: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for start in range(0, len(prompts), chunk):
+            part = prompts[start: start + chunk]
+            requests = self.requests(part, -2, k, round_=1 + start // chunk)
+            groups = [Group(p, s) for p, s in zip(part, self.rollout.generate(requests))]
+            self.score(groups, self._extra_columns(0))
+            for group in groups:
+                wins = sum(first_component(s.reward_components, s.reward) >= threshold for s in group.samples)
+                keep = wins > 0 and not (drop_all_correct and wins == len(group.samples))
+                seen[group.prompt.data_source][0] += 1
+                seen[group.prompt.data_source][1] += int(keep)
+                if keep:
+                    kept.append(group.prompt)
+            if progress is not None:
+                progress(len(part))
+        return kept, {f"rif/kept_frac/{src}": n_kept / n for src, (n, n_kept) in sorted(seen.items())}
+
+    def _extra_columns(self, step: int) -> dict[str, Any]:
+        budget = self.length_budget(step)
+        return {} if budget is None else {"length_budget": budget}
+
     def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
         """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean."""
         groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(self.requests(prompts, -1, 1, True)))]
-        self.score(groups)  # reward functions only: no shaping or KL terms in held-out accuracy
+        # reward functions only (no shaping or KL terms), with the length budget of the latest step
+        self.score(groups, self._extra_columns(self._last_step))
         by_source: dict[str, list[float]] = defaultdict(list)
         for group in groups:
             by_source[group.prompt.data_source].append(next(iter(group.samples[0].reward_components.values())))

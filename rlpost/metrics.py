@@ -100,3 +100,28 @@ def plot_run(metrics_path: Path, out_path: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+
+
+def plot_sampler_weights(metrics_path: Path, out_path: Path) -> None:
+    """Sampling weight per data_source over steps (the curriculum at work); nothing when no step logged weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if any(k.startswith("sampler/weight/") for k in r)]
+    if not records:
+        return
+    keys = sorted({k for r in records for k in r if k.startswith("sampler/weight/")})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    steps = [r["step"] for r in records]
+    for key in keys:
+        ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key.rsplit("/", 1)[1])
+    ax.set_xlabel("step")
+    ax.set_ylabel("sampling weight")
+    ax.set_title("sampling weight per data_source")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlpost.config import RootConfig, to_yaml
+from rlpost.config import RecipeError, RootConfig, to_yaml
 from rlpost.data import load_rows, per_source, to_prompts
-from rlpost.metrics import MetricsLog, accuracy_table, plot_run
+from rlpost.metrics import MetricsLog, accuracy_table, plot_run, plot_sampler_weights
+from rlpost.sampling import make_sampler
 
 
 @dataclass
@@ -60,9 +61,13 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         rows = load_rows(config.data, config.data.eval_split)
         evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
                                 config.data.n_eval_per_source)
-    columns = sorted(train[0].columns)
+    columns = sorted(train[0].columns) + (["length_budget"] if config.sampler.budget_initial else [])
     for spec in config.reward.functions:
         check_signature(spec, load_reward(spec), columns)
+    try:
+        make_sampler(config, train, config.run.seed)  # a mixture or stage naming a missing source fails here
+    except ValueError as err:
+        raise RecipeError(f"sampler section: {err}") from None
     return {"model_path": model_path, "tokenizer": tokenizer, "train": train, "eval": evaluation}
 
 
@@ -88,7 +93,6 @@ def train(config: RootConfig) -> RunResult:
     from actors.runtime import actor_env_vars, configure_process_env
     from actors.weight_sync import make_weight_sync
     from rlpost.loop import Trainer
-    from rlpost.sampling import UniformSampler
 
     configure_process_env()
     env_vars = actor_env_vars()
@@ -103,12 +107,16 @@ def train(config: RootConfig) -> RunResult:
     sync = make_weight_sync(transport, parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb,
                             config.resources.call_timeout_s)
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
-    trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
-                      UniformSampler(setup["train"], config.algorithm.prompts_per_step, config.run.seed),
-                      probe, parts.rollout.sequence_logprobs)
+    trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, None, probe,
+                      parts.rollout.sequence_logprobs)
     log = MetricsLog(run_dir, config.run.tensorboard)
     try:
-        log.log(0, {"sync/probe_max_abs_diff": trainer.probe()})
+        train_prompts, first = setup["train"], {"sync/probe_max_abs_diff": trainer.probe()}
+        if config.sampler.rif_k:
+            train_prompts, rif_metrics = _rif_filter(config, trainer, train_prompts)
+            first.update(rif_metrics)
+        trainer.sampler = make_sampler(config, train_prompts, config.run.seed)
+        log.log(0, first)
         before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
         _print_eval("before training", before)
         steps, seconds = _train_loop(config, trainer, log, setup["eval"])
@@ -124,8 +132,27 @@ def train(config: RootConfig) -> RunResult:
     finally:
         log.close()
     plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+    plot_sampler_weights(run_dir / "metrics.jsonl", run_dir / "sampler_weights.png")
     print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
     return RunResult(run_dir, before, after, steps, seconds)
+
+
+def _rif_filter(config: RootConfig, trainer: Any, prompts: list) -> tuple[list, dict[str, float]]:
+    """RIF-RFT pass with a progress bar; stops with a clear error when no prompt survives."""
+    from tqdm import tqdm
+
+    cfg = config.sampler
+    bar = tqdm(total=len(prompts), desc=f"RIF filter ({cfg.rif_k} rollouts/prompt)", unit="prompt",
+               disable=not config.run.progress_bar, file=sys.stderr, dynamic_ncols=True)
+    kept, metrics = trainer.rif_filter(prompts, cfg.rif_k, cfg.success_threshold, cfg.rif_drop_all_correct,
+                                       progress=bar.update)
+    bar.close()
+    cells = ", ".join(f"{k.rsplit('/', 1)[1]} {100 * v:.0f}%" for k, v in metrics.items())
+    print(f"[rlpost] RIF filter kept {len(kept)} of {len(prompts)} prompts ({cells})", flush=True)
+    if not kept:
+        raise RuntimeError(f"the RIF filter (sampler.rif_k={cfg.rif_k}) dropped every training prompt: no prompt "
+                           f"had a rollout scoring at least sampler.success_threshold={cfg.success_threshold}")
+    return kept, metrics
 
 
 def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts: list) -> tuple[int, float]:

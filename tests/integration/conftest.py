@@ -13,6 +13,8 @@ import pytest
 
 from rlpost.config import load_config
 
+SIGNAL = Path(__file__).parent / "signal_reward.py"
+
 
 def make_random_model(path: Path, seed: int = 0) -> Path:
     """Save a randomly initialised tiny character-level Llama (the embedded architecture) and its tokenizer."""
@@ -48,7 +50,7 @@ def stack(tmp_path_factory):
         f"model.path={model}", "data.source=jsonl", f"data.path={root / 'train.jsonl'}", "data.eval_split=''",
         "learner.zero_stage=3", "algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
         "learner.lr=1e-2",
-        f"reward.functions=[{Path(__file__).parent / 'signal_reward.py'}:digit_fraction,exact_match]",
+        f"reward.functions=[{SIGNAL}:text_parity,{SIGNAL}:digit_fraction,exact_match]",
         f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
     configure_process_env()
     init_ray(config.resources, config, {"env_vars": actor_env_vars()})

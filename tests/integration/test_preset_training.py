@@ -11,23 +11,27 @@ import pytest
 from actors.weight_sync import make_weight_sync
 from rlpost.config import load_config
 from rlpost.loop import Trainer
-from rlpost.sampling import UniformSampler
+from rlpost.sampling import make_sampler
 
 STEPS = 3
 
 
-def _run(stack, preset: str, extra: list[str]) -> list[dict[str, float]]:
+def _trainer(stack, extra: list[str], seed: int = 0) -> Trainer:
     base, parts, _, prompts = stack
     overrides = [f"{k}={v}" for k, v in {
         "model.path": base.model.path, "data.source": "jsonl", "data.path": base.data.path,
         "data.eval_split": "''", "learner.zero_stage": 3, "algorithm.prompts_per_step": 4,
-        "rollout.samples_per_prompt": 4, "learner.lr": 3e-3, "rollout.max_new_tokens": 6}.items()]
-    config = load_config("quickstart", overrides + [f"algorithm.preset={preset}", "algorithm.updates_per_batch=2",
-                                                    "algorithm.tis_level=token", *extra])
+        "rollout.samples_per_prompt": 4, "learner.lr": 1e-3, "rollout.max_new_tokens": 6}.items()]
+    config = load_config("quickstart", overrides + extra)
     sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
     sync.sync()  # earlier tests on the shared stack may have trained the learner without syncing vLLM
-    sampler = UniformSampler(prompts, config.algorithm.prompts_per_step, hash(preset) % 1000)
-    trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, sampler, [], None)
+    return Trainer(config, parts.rollout, parts.learner, parts.reward, sync, make_sampler(config, prompts, seed),
+                   [], None)
+
+
+def _run(stack, preset: str, extra: list[str]) -> list[dict[str, float]]:
+    trainer = _trainer(stack, [f"algorithm.preset={preset}", "algorithm.updates_per_batch=2",
+                               "algorithm.tis_level=token", *extra], seed=len(preset))
     return [trainer.step(step) for step in range(1, STEPS + 1)]
 
 
@@ -60,3 +64,20 @@ def test_kl_in_reward_and_rloo_through_the_pipeline(stack):
     assert _moves(history, "reward/kl_penalty") and min(m["reward/kl_penalty"] for m in history) < 0
     assert "train/kl_ref" not in history[0]  # the KL went into the reward, not the loss
     assert all(math.isfinite(m["train/dual_clip_frac"]) for m in history)
+
+
+def test_dump_sampler_and_rif_filter_through_the_pipeline(stack):
+    """The curriculum hooks on real components: the RIF pre-pass scores real rollouts, and DUMP's weights follow
+    the advantages of each step while its draws add up to the batch."""
+    trainer = _trainer(stack, ["sampler.kind=dump", "sampler.dump_window=16", "sampler.success_threshold=0.5"])
+    prompts = stack[3]
+    kept, rif = trainer.rif_filter(prompts, 2, threshold=0.5, chunk=10)
+    assert set(rif) == {"rif/kept_frac/src0", "rif/kept_frac/src1"} and all(0 <= v <= 1 for v in rif.values())
+    assert len(kept) == round(sum(rif.values()) * len(prompts) / 2)
+    history = [trainer.step(step) for step in range(1, STEPS + 1)]
+    for m in history:
+        weights = [m["sampler/weight/src0"], m["sampler/weight/src1"]]
+        assert sum(weights) == pytest.approx(1.0) and all(math.isfinite(w) for w in weights)
+        assert m["sampler/count/src0"] + m["sampler/count/src1"] == m["groups/generated"] == 4
+        assert math.isfinite(m["sampler/learnability/src0"])
+    assert len({m["sampler/weight/src0"] for m in history}) > 1

@@ -115,3 +115,35 @@ def test_step_line_reports_dropped_groups_and_survives_a_step_with_nothing_to_tr
     assert "groups 4 (" in line and "dropped)" in line
     bare = _step_line(2, {"reward/mean": 0.0, "groups/kept": 0.0, "groups/dropped": 8.0})
     assert "groups 0 (8 dropped)" in bare and "clip nan" in bare
+
+
+def test_length_budget_reaches_reward_functions_and_caps_the_rollout():
+    trainer, _ = _trainer(["sampler.budget_initial=8", "sampler.budget_decay=0.5", "sampler.budget_interval=1",
+                           "sampler.budget_caps_rollout=true"])
+    seen = {}
+    generate, score = trainer.rollout.generate, trainer.reward.score
+    trainer.rollout.generate = lambda requests: seen.setdefault("caps", {r.max_new_tokens for r in requests}) and \
+        generate(requests)
+    trainer.reward.score = lambda request: seen.setdefault("budget", set(request.columns["length_budget"])) and \
+        score(request)
+    metrics = trainer.step(2)
+    assert metrics["curriculum/length_budget"] == 2.0 and seen == {"caps": {2}, "budget": {2.0}}
+
+
+def test_rif_filter_drops_prompts_without_a_successful_rollout():
+    trainer, _ = _trainer([])
+    prompts = [Prompt(u, f"p{u}", [1, 5], "a", "s" if u < 5 else "t") for u in range(10)]
+    kept, metrics = trainer.rif_filter(prompts, 4, threshold=1.0, chunk=3)
+    assert [p.uid for p in kept] == [1, 3, 5, 7, 9]  # FakeReward: only odd uids ever succeed
+    assert metrics == {"rif/kept_frac/s": 2 / 5, "rif/kept_frac/t": 3 / 5}
+    kept_all_right, _ = trainer.rif_filter(prompts, 1, threshold=1.0, drop_all_correct=True)
+    assert kept_all_right == []  # one rollout that succeeds is "all correct"
+
+
+def test_sampler_section_errors_name_the_key():
+    from rlpost.config import RecipeError
+
+    with pytest.raises(RecipeError, match="sampler.mixture_weights"):
+        load_config("quickstart", ["sampler.kind=mixture"])
+    with pytest.raises(RecipeError, match="sampler.staged_sources"):
+        load_config("quickstart", ["sampler.kind=staged"])
