@@ -83,6 +83,11 @@ class LearnerClient:
         return call([h.reference_kl.remote(sequences, prompt_lens, estimator) for h in self.handles],
                     "learner.reference_kl", self.timeout_s)[0]
 
+    def grad_norms(self, sequences: list[list[int]], prompt_lens: list[int], kind: str) -> list[float]:
+        """GVM's per-sample gradient norms (every rank runs them: ZeRO-3 forwards are collective)."""
+        return call([h.grad_norms.remote(sequences, prompt_lens, kind) for h in self.handles],
+                    "learner.grad_norms", self.timeout_s)[0]
+
     def has_reference(self) -> list[bool]:
         """Per rank, whether a reference model is loaded (tests check none is when kl_coef is 0)."""
         return call([h.has_reference.remote() for h in self.handles], "learner.has_reference", self.timeout_s)

@@ -146,6 +146,22 @@ class LearnerWorker:
         kl = kl_estimate(lp, ref, estimator).cpu()
         return [float(kl[i, p - 1: len(s) - 1].sum()) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
 
+    def grad_norms(self, sequences: list[list[int]], prompt_lens: list[int], kind: str) -> list[float]:
+        """Per sample, GVM's gradient norm of its summed response log-likelihood w.r.t. the input embedding
+        ('embedding') or the output head ('lm_head', a cheaper proxy), in micro-batches; no weight changes."""
+        from actors.gradnorm import embedding_grad_norms, lm_head_grad_norms
+
+        fn = embedding_grad_norms if kind == "embedding" else lm_head_grad_norms
+        size = self.cfg.micro_batch_size
+        norms: list[float] = []
+        self.engine.eval()
+        try:
+            for lo in range(0, len(sequences), size):
+                norms += fn(self.engine.module, sequences[lo: lo + size], prompt_lens[lo: lo + size], self.device)
+        finally:
+            self.engine.train()
+        return norms
+
     def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int) -> dict[str, float]:
         """`loss.epochs` passes of `loss.updates_per_batch` optimizer steps over this rank's shard.
 

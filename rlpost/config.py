@@ -184,6 +184,23 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
+class AllocatorConfig:
+    kind: str = doc("samples per prompt: 'fixed' (rollout.samples_per_prompt each), 'gvm' (GVM: a pre-pass of "
+                    "prepass_samples per prompt measures acceptance p_i and gradient norm G_i, then n_i is "
+                    "proportional to G_i / sqrt(p_i + alpha / p_i^(beta-1)) within the same total) or 'gvm_online' "
+                    "(the same rule on estimates from each prompt's earlier rollouts, no pre-pass)", "fixed")
+    prepass_samples: int = doc("gvm: rollouts per prompt in the pre-pass (N')", 8)
+    accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5)
+    alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3)
+    beta: float = doc("gvm: regulariser exponent beta (paper: 2.0)", 2.0)
+    grad_norm: str = doc("gvm: G_i from the input-embedding gradient ('embedding', the paper's) or the output head "
+                         "only ('lm_head': one forward, cheaper, not the paper's quantity)", "embedding")
+    prior_a: float = doc("gvm_online: Beta prior successes for a prompt's acceptance rate", 1.0)
+    prior_b: float = doc("gvm_online: Beta prior failures for a prompt's acceptance rate", 1.0)
+    min_samples: int = doc("gvm_online: fewest samples any prompt gets (2 keeps a group baseline)", 2)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
     output_dir: str = doc("parent directory of run directories", "runs")
@@ -205,6 +222,7 @@ class RootConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -229,6 +247,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algorithm.dynamic_sampling_metric": ("reward", "accuracy"),
     "algorithm.on_gen_rounds_exhausted": ("train", "error"),
     "sampler.kind": ("uniform", "mixture", "dump", "prioritised", "staged"),
+    "allocator.kind": ("fixed", "gvm", "gvm_online"),
+    "allocator.grad_norm": ("embedding", "lm_head"),
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.backend": ("auto", "gloo", "nccl"),
     "sync.transport": ("auto", "cpu", "nccl", "ipc"),
@@ -341,7 +361,8 @@ def _check_choices(config: RootConfig, origin: str) -> None:
                           f"{len(functions)} reward.functions")
     for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
                 "rollout.num_engines", "reward.num_workers", "learner.micro_batch_size",
-                "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds"):
+                "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds",
+                "allocator.prepass_samples"):
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise RecipeError(f"{origin}: key '{key}' must be at least 1")

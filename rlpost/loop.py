@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlpost.advantages import batch_advantages
+from rlpost.allocators import PromptStats, allocation_metrics, make_allocator
 from rlpost.batching import build_shards
 from rlpost.config import RootConfig
 from rlpost.curriculum import length_budget
@@ -55,11 +56,12 @@ class Trainer:
 
     def __init__(self, config: RootConfig, rollout: RolloutEngine, learner: LearnerGroup, reward: RewardPool,
                  weight_sync: WeightSync, sampler: Any, probe_sequences: list[list[int]],
-                 rollout_probe: Any) -> None:
+                 rollout_probe: Any, allocator: Any = None) -> None:
         self.config, self.rollout, self.learner, self.reward = config, rollout, learner, reward
         self.weight_sync, self.sampler = weight_sync, sampler
         self.probe_sequences, self.rollout_probe = probe_sequences, rollout_probe
         self.loss = loss_spec(config)
+        self.allocator = allocator if allocator is not None else make_allocator(config)
         self._last_step = 0
 
     def step(self, step: int) -> dict[str, float]:
@@ -72,17 +74,24 @@ class Trainer:
         budget = self.length_budget(step)
         extra = self._extra_columns(step)
         self._last_step = step
+        alloc_metrics: dict[str, float] = {}
         while True:
             with timer.phase("sample"):                               # 1. which prompts
                 prompts = self.sampler.next_batch(step)
             with timer.phase("allocate"):                             # 2. how many samples each
-                requests = self.requests(prompts, step, self.config.rollout.samples_per_prompt, round_=rounds,
+                counts = self.allocate(prompts, step, rounds, extra, alloc_metrics)
+                prompts = [p for p, n in zip(prompts, counts) if n > 0]
+                requests = self.requests(prompts, step, [n for n in counts if n > 0], round_=rounds,
                                          budget=budget)
             with timer.phase("generate"):                             # 3. vLLM completions
                 groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
             with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
                 self.score(groups, extra)
                 self.shape_rewards(groups)
+            if self.allocator.kind == "gvm_online":
+                with timer.phase("allocate"):
+                    stats = self.acceptance_stats(groups)
+                    self.allocator.update([g.prompt for g in groups], stats, [len(g.samples) for g in groups])
             rounds += 1
             generated += groups
             if not alg.dynamic_sampling:
@@ -104,7 +113,7 @@ class Trainer:
         with timer.phase("advantage"):                                # 5. group-relative advantages
             advantage_metrics = self.advantages(kept, generated)
             self.sampler.update(generated)
-        metrics = {**self.reward_metrics(generated), **advantage_metrics, **self.sampler.metrics()}
+        metrics = {**self.reward_metrics(generated), **advantage_metrics, **self.sampler.metrics(), **alloc_metrics}
         if budget is not None:
             metrics["curriculum/length_budget"] = budget
         metrics.update({"groups/generated": float(len(generated)), "groups/kept": float(len(kept)),
@@ -135,15 +144,53 @@ class Trainer:
             return None
         return length_budget(step, cfg.budget_initial, cfg.budget_decay, cfg.budget_interval, cfg.budget_min)
 
-    def requests(self, prompts: list[Prompt], step: int, n: int, greedy: bool = False,
+    def allocate(self, prompts: list[Prompt], step: int, round_: int, extra: dict[str, Any],
+                 metrics: dict[str, float]) -> list[int]:
+        """Samples per prompt from the allocator; GVM's pre-pass (its rollouts counted apart) runs first."""
+        stats = None
+        if self.allocator.needs_prepass:
+            cfg = self.config.allocator
+            requests = self.requests(prompts, step, cfg.prepass_samples, round_=1000 + round_)
+            groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
+            self.score(groups, extra)
+            stats = self.acceptance_stats(groups)
+            spent = {"prepass/prompts": len(groups), "prepass/completions": len(groups) * cfg.prepass_samples,
+                     "prepass/tokens": sum(len(s.token_ids) for g in groups for s in g.samples)}
+            for key, value in spent.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value)
+        elif hasattr(self.allocator, "estimates"):
+            stats = self.allocator.estimates(prompts)
+        counts = self.allocator.allocate(prompts, stats)
+        metrics.update(allocation_metrics(counts, stats))
+        return counts
+
+    def acceptance_stats(self, groups: list[Group]) -> list[PromptStats]:
+        """Per group: the accepted fraction (first reward function > allocator.accept_threshold) and the mean
+        gradient norm of its accepted samples, from the learner (0 when none is accepted)."""
+        cfg = self.config.allocator
+        accepted = [[s for s in g.samples if first_component(s.reward_components, s.reward) > cfg.accept_threshold]
+                    for g in groups]
+        pairs = [(g.prompt, s) for g, acc in zip(groups, accepted) for s in acc]
+        norms = iter(self.learner.grad_norms([p.token_ids + s.token_ids for p, s in pairs],
+                                             [len(p.token_ids) for p, _ in pairs], cfg.grad_norm) if pairs else [])
+        stats = []
+        for group, acc in zip(groups, accepted):
+            values = [next(norms) for _ in acc]
+            stats.append(PromptStats(len(acc) / max(1, len(group.samples)),
+                                     sum(values) / len(values) if values else 0.0))
+        return stats
+
+    def requests(self, prompts: list[Prompt], step: int, n: int | list[int], greedy: bool = False,
                  round_: int = 0, budget: float | None = None) -> list[GenerationRequest]:
-        """Generation requests with a per-request seed from (run seed, step, round, position): reruns repeat."""
+        """Generation requests with a per-request seed from (run seed, step, round, position): reruns repeat.
+        `n` is one count for all prompts or one per prompt (allocators)."""
+        counts = n if isinstance(n, list) else [n] * len(prompts)
         cfg = self.config.rollout
         cap = cfg.max_new_tokens
         if budget is not None and self.config.sampler.budget_caps_rollout:
             cap = max(1, min(cap, math.ceil(budget)))
         return [GenerationRequest(
-            prompt_uid=p.uid, token_ids=p.token_ids, n=n,
+            prompt_uid=p.uid, token_ids=p.token_ids, n=counts[i],
             max_new_tokens=self.config.run.eval_max_new_tokens if greedy else cap,
             temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
             seed=_seed(self.config.rollout.seed, step, i, round_)) for i, p in enumerate(prompts)]

@@ -81,3 +81,29 @@ def test_dump_sampler_and_rif_filter_through_the_pipeline(stack):
         assert m["sampler/count/src0"] + m["sampler/count/src1"] == m["groups/generated"] == 4
         assert math.isfinite(m["sampler/learnability/src0"])
     assert len({m["sampler/weight/src0"] for m in history}) > 1
+
+
+def test_gvm_gradient_norms_under_zero3_match_a_local_model(stack, tmp_path):
+    """The learner's per-sample embedding-gradient norms on 2-rank ZeRO-3 equal those of the same weights loaded
+    plainly here; then GVM (pre-pass) and the online variant run steps with per-prompt n."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from actors.gradnorm import embedding_grad_norms
+
+    trainer = _trainer(stack, ["allocator.kind=gvm", "allocator.prepass_samples=4",
+                               "allocator.accept_threshold=0.5"])
+    prompts = stack[3][:3]
+    sequences = [p.token_ids + [5, 6, 7][: i + 1] for i, p in enumerate(prompts)]
+    lens = [len(p.token_ids) for p in prompts]
+    remote = trainer.learner.grad_norms(sequences, lens, "embedding")
+    trainer.learner.save_hf(str(tmp_path / "w"))
+    local_model = AutoModelForCausalLM.from_pretrained(tmp_path / "w", dtype=torch.float32)
+    local = embedding_grad_norms(local_model, sequences, lens)
+    assert remote == pytest.approx(local, rel=1e-4) and min(remote) > 0
+    metrics = trainer.step(1)
+    assert metrics["prepass/completions"] == 4 * 4 and "alloc/predicted_variance_ratio" in metrics
+    assert metrics["groups/generated"] == 4 * (1 - metrics["alloc/zero_frac"])
+    online = _trainer(stack, ["allocator.kind=gvm_online"])
+    history = [online.step(step) for step in (1, 2)]
+    assert all(m["alloc/n_mean"] == 4 and m["alloc/n_min"] >= 2 for m in history)

@@ -147,3 +147,16 @@ def test_sampler_section_errors_name_the_key():
         load_config("quickstart", ["sampler.kind=mixture"])
     with pytest.raises(RecipeError, match="sampler.staged_sources"):
         load_config("quickstart", ["sampler.kind=staged"])
+
+
+def test_gvm_prepass_allocates_per_prompt_n_and_counts_its_rollouts_apart():
+    trainer, learner = _trainer(["allocator.kind=gvm", "allocator.prepass_samples=8"])
+    learner.grad_norms = lambda sequences, prompt_lens, kind: [1.0] * len(sequences)
+    metrics = trainer.step(1)
+    assert metrics["prepass/completions"] == 4 * 8 and metrics["prepass/prompts"] == 4
+    # FakeReward: odd uids accept 1 of n, even uids never; GVM gives even prompts nothing and odd ones the budget
+    sizes = sorted(s.loss_mask_BT.shape[0] for s in learner.trained[0])
+    odd = metrics["groups/generated"]  # prompts with an accepted pre-pass sample
+    assert sum(sizes) == 16 and 1 <= odd <= 4
+    assert metrics["alloc/zero_frac"] == 1 - odd / 4 and metrics["alloc/n_max"] == 16 // odd
+    assert metrics["tokens/generated"] > 0 and metrics["prepass/tokens"] > 0
