@@ -52,6 +52,15 @@ def predicted_variance(grad_norms: Sequence[float], accept_rates: Sequence[float
     return total
 
 
+def gvm_continuous(grad_norms: Sequence[float], accept_rates: Sequence[float], total: float, alpha: float = 1e-3,
+                   beta: float = 2.0) -> list[float]:
+    """GVM's allocation before rounding (total * r_i): what the predicted variance ratio is computed on, since
+    rounding can leave a prompt with signal at 0 samples (infinite predicted variance for that prompt)."""
+    scores = gvm_scores(grad_norms, accept_rates, alpha, beta)
+    mass = sum(scores)
+    return [total * s / mass if mass else 0.0 for s in scores]
+
+
 def variance_ratio_vs_uniform(grad_norms: Sequence[float], accept_rates: Sequence[float],
                               counts: Sequence[float]) -> float:
     """Predicted gradient variance of an allocation over that of the uniform one with the same total."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlpost.allocation import gvm_allocation, round_preserving_sum, variance_ratio_vs_uniform
+from rlpost.allocation import gvm_allocation, gvm_continuous, round_preserving_sum, variance_ratio_vs_uniform
 from rlpost.types import Prompt
 
 
@@ -120,15 +120,18 @@ class OnlineGvmAllocator(GvmAllocator):
         self.history = {int(k): list(v) for k, v in state["history"].items()}
 
 
-def allocation_metrics(counts: list[int], stats: list[PromptStats] | None) -> dict[str, float]:
-    """Histogram summary of n_i, mean p_i and GVM's predicted variance ratio against uniform (same total)."""
+def allocation_metrics(counts: list[int], stats: list[PromptStats] | None, alpha: float = 1e-3,
+                       beta: float = 2.0) -> dict[str, float]:
+    """Histogram summary of n_i, mean p_i and GVM's predicted variance ratio against uniform (same total), the
+    latter on the unrounded GVM allocation."""
     m = {"alloc/n_mean": sum(counts) / len(counts), "alloc/n_min": float(min(counts)),
          "alloc/n_max": float(max(counts)), "alloc/zero_frac": sum(c == 0 for c in counts) / len(counts)}
     if stats:
         m["alloc/accept_rate_mean"] = sum(s.accept_rate for s in stats) / len(stats)
-        if sum(counts) > 0:
-            ratio = variance_ratio_vs_uniform([s.grad_norm for s in stats], [s.accept_rate for s in stats], counts)
-            m["alloc/predicted_variance_ratio"] = ratio
+        g, p = [s.grad_norm for s in stats], [s.accept_rate for s in stats]
+        continuous = gvm_continuous(g, p, float(sum(counts)), alpha, beta)
+        if sum(continuous) > 0:
+            m["alloc/predicted_variance_ratio"] = variance_ratio_vs_uniform(g, p, continuous)
     return m
 
 

@@ -161,7 +161,7 @@ class Trainer:
         elif hasattr(self.allocator, "estimates"):
             stats = self.allocator.estimates(prompts)
         counts = self.allocator.allocate(prompts, stats)
-        metrics.update(allocation_metrics(counts, stats))
+        metrics.update(allocation_metrics(counts, stats, self.config.allocator.alpha, self.config.allocator.beta))
         return counts
 
     def acceptance_stats(self, groups: list[Group]) -> list[PromptStats]:

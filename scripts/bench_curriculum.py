@@ -27,11 +27,13 @@ ARMS = ("uniform", "dump")
 FRONTIER = ("sum5", "sum7", "sum9")
 
 
-def run_arm(arm: str, seed: int, args: argparse.Namespace) -> dict:
-    """One training run through the CLI; returns its per-step records and eval points."""
+def run_arm(arm: str, seed: int, args: argparse.Namespace, arm_overrides: list[str] | None = None) -> dict:
+    """One training run through the CLI (arm_overrides default: sampler.kind=<arm>); returns its per-step records
+    and eval points."""
     out_dir = Path(args.out) / "runs"
     name = f"{arm}-s{seed}"
-    overrides = [f"sampler.kind={arm}", f"run.steps={args.steps}", f"run.eval_every={args.eval_every}",
+    chosen = [f"sampler.kind={arm}"] if arm_overrides is None else arm_overrides
+    overrides = [*chosen, f"run.steps={args.steps}", f"run.eval_every={args.eval_every}",
                  f"run.seed={seed}", f"rollout.seed={seed}", f"learner.seed={seed}", "run.max_train_minutes=0",
                  f"run.name={name}", f"run.output_dir={out_dir}", "run.save_final=false", "run.progress_bar=false",
                  "run.tensorboard=false", f"data.n_eval_per_source={args.eval_per_source}",

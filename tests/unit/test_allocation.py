@@ -33,3 +33,11 @@ def test_prompts_that_never_succeed_get_nothing_and_the_total_is_kept():
     assert gvm_allocation([0.0, 0.0], [0.5, 0.5], 16) == [0, 0]
     for total in range(0, 40):
         assert sum(round_preserving_sum([0.3, 0.3, 0.4, 1e-9], total)) == total
+
+
+def test_continuous_allocation_keeps_the_total_and_the_predicted_ratio_is_finite():
+    from rlpost.allocation import gvm_continuous
+
+    cont = gvm_continuous(G, P, 32)
+    assert sum(cont) == pytest.approx(32) and cont[3] == 0
+    assert variance_ratio_vs_uniform(G[:3], P[:3], gvm_continuous(G[:3], P[:3], 24)) < 1
