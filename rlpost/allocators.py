@@ -121,11 +121,12 @@ class OnlineGvmAllocator(GvmAllocator):
 
 
 def allocation_metrics(counts: list[int], stats: list[PromptStats] | None, alpha: float = 1e-3,
-                       beta: float = 2.0) -> dict[str, float]:
+                       beta: float = 2.0) -> dict[str, Any]:
     """Histogram summary of n_i, mean p_i and GVM's predicted variance ratio against uniform (same total), the
     latter on the unrounded GVM allocation."""
-    m = {"alloc/n_mean": sum(counts) / len(counts), "alloc/n_min": float(min(counts)),
-         "alloc/n_max": float(max(counts)), "alloc/zero_frac": sum(c == 0 for c in counts) / len(counts)}
+    m: dict[str, Any] = {
+        "alloc/n_hist": list(counts), "alloc/n_mean": sum(counts) / len(counts), "alloc/n_min": float(min(counts)),
+        "alloc/n_max": float(max(counts)), "alloc/zero_frac": sum(c == 0 for c in counts) / len(counts)}
     if stats:
         m["alloc/accept_rate_mean"] = sum(s.accept_rate for s in stats) / len(stats)
         g, p = [s.grad_norm for s in stats], [s.accept_rate for s in stats]

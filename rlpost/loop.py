@@ -116,6 +116,7 @@ class Trainer:
         metrics = {**self.reward_metrics(generated), **advantage_metrics, **self.sampler.metrics(), **alloc_metrics}
         if budget is not None:
             metrics["curriculum/length_budget"] = budget
+        metrics["rollout/completions"] = float(sum(len(g.samples) for g in generated))
         metrics.update({"groups/generated": float(len(generated)), "groups/kept": float(len(kept)),
                         "groups/dropped": float(len(generated) - len(kept)), "groups/gen_rounds": float(rounds)})
         trained = [g for g in kept if g.advantages]

@@ -15,7 +15,7 @@ from typing import Any
 
 
 class MetricsLog:
-    """Append one JSON line per step (and mirror scalars to TensorBoard when enabled)."""
+    """Append one JSON line per step (and mirror scalars, and lists as histograms, to TensorBoard when enabled)."""
 
     def __init__(self, run_dir: Path, tensorboard: bool) -> None:
         self.path = run_dir / "metrics.jsonl"
@@ -34,11 +34,19 @@ class MetricsLog:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(key, value, step)
+                elif isinstance(value, list) and value:  # a per-item list (samples per prompt): a histogram
+                    self.tb.add_histogram(key, torch_tensor(value), step)
 
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def torch_tensor(values: list[float]) -> Any:
+    import torch
+
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def _plain(value: Any) -> Any:
