@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_curriculum import auc, bootstrap_ci, run_arm  # noqa: E402
+from bench_curriculum import add_run_arguments, auc, bootstrap_ci, run_arm  # noqa: E402
 
 from actors.gradnorm import embedding_grad_norms  # noqa: E402
 from rlpost.allocation import gvm_allocation, gvm_continuous, variance_ratio_vs_uniform  # noqa: E402
@@ -192,12 +192,7 @@ def _plot(results: dict, by_tokens: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--eval-per-source", type=int, default=200)
-    parser.add_argument("--prompts", type=int, default=32, help="prompts per step (and in the mechanism check)")
-    parser.add_argument("--lr", type=float, default=5e-5)
+    add_run_arguments(parser, steps=60)  # --prompts is also the mechanism check's prompt count
     parser.add_argument("--prepass", type=int, default=8, help="mechanism: pre-pass samples per prompt")
     parser.add_argument("--samples-per-prompt", type=int, default=8, help="mechanism: budget per prompt")
     parser.add_argument("--repeats", type=int, default=40, help="mechanism: draws of each estimator")

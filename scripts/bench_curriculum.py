@@ -129,14 +129,19 @@ def plot(results: dict, seeds: list[int], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The options every paired-seed benchmark shares (seeds, run length, eval, batch, learning rate)."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--eval-per-source", type=int, default=200)
     parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
     parser.add_argument("--lr", type=float, default=5e-5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, steps=100)
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_curriculum"))
     parser.add_argument("override", nargs="*", help="extra key=value recipe overrides for both arms")
     args = parser.parse_args()
