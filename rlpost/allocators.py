@@ -28,11 +28,15 @@ class PromptStats:
 
 class FixedAllocator:
     kind = "fixed"
-    needs_prepass = False
-    needs_grad_norms = False
+    needs_prepass = False          # the driver runs a pre-pass and hands its statistics to allocate()
+    learns_from_rollouts = False   # the driver feeds each round's training rollouts to update()
 
     def __init__(self, samples_per_prompt: int) -> None:
         self.n = samples_per_prompt
+
+    def estimates(self, prompts: list[Prompt]) -> list[PromptStats] | None:
+        """What the allocator believes about these prompts without a pre-pass (None: nothing)."""
+        return None
 
     def allocate(self, prompts: list[Prompt], stats: list[PromptStats] | None = None) -> list[int]:
         return [self.n] * len(prompts)
@@ -52,7 +56,6 @@ class GvmAllocator(FixedAllocator):
 
     kind = "gvm"
     needs_prepass = True
-    needs_grad_norms = True
 
     def __init__(self, samples_per_prompt: int, alpha: float = 1e-3, beta: float = 2.0) -> None:
         super().__init__(samples_per_prompt)
@@ -70,6 +73,7 @@ class OnlineGvmAllocator(GvmAllocator):
 
     kind = "gvm_online"
     needs_prepass = False
+    learns_from_rollouts = True
 
     def __init__(self, samples_per_prompt: int, alpha: float = 1e-3, beta: float = 2.0, prior_a: float = 1.0,
                  prior_b: float = 1.0, min_samples: int = 2) -> None:
@@ -90,8 +94,9 @@ class OnlineGvmAllocator(GvmAllocator):
         return out
 
     def allocate(self, prompts: list[Prompt], stats: list[PromptStats] | None = None) -> list[int]:
-        """GVM on the estimates, with at least `min_samples` each (a group needs two samples for a baseline)."""
-        stats = self.estimates(prompts)
+        """GVM on the estimates (`stats`, or computed here), with at least `min_samples` each (a group needs two
+        samples for a baseline)."""
+        stats = stats if stats is not None else self.estimates(prompts)
         budget = self.n * len(prompts)
         floor = min(self.min_samples, budget // max(1, len(prompts)))
         extra = gvm_allocation([s.grad_norm for s in stats], [s.accept_rate for s in stats],

@@ -23,7 +23,6 @@ from rlpost.config import RootConfig
 from rlpost.curriculum import length_budget
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
-from rlpost.sampling import first_component
 from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import (
     GenerationRequest,
@@ -72,7 +71,7 @@ class Trainer:
         generated: list[Group] = []
         rounds = 0
         budget = self.length_budget(step)
-        extra = self._extra_columns(step)
+        extra = _budget_columns(budget)
         self._last_step = step
         alloc_metrics: dict[str, float] = {}
         while True:
@@ -88,7 +87,7 @@ class Trainer:
             with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
                 self.score(groups, extra)
                 self.shape_rewards(groups)
-            if self.allocator.kind == "gvm_online":
+            if self.allocator.learns_from_rollouts:
                 with timer.phase("allocate"):
                     stats = self.acceptance_stats(groups)
                     self.allocator.update([g.prompt for g in groups], stats, [len(g.samples) for g in groups])
@@ -135,7 +134,7 @@ class Trainer:
 
     def _filter_values(self, group: Group) -> list[float]:
         if self.config.algorithm.dynamic_sampling_metric == "accuracy":
-            return [next(iter(s.reward_components.values())) for s in group.samples]
+            return [s.accuracy for s in group.samples]
         return [s.reward for s in group.samples]
 
     def length_budget(self, step: int) -> float | None:
@@ -159,7 +158,7 @@ class Trainer:
                      "prepass/tokens": sum(len(s.token_ids) for g in groups for s in g.samples)}
             for key, value in spent.items():
                 metrics[key] = metrics.get(key, 0.0) + float(value)
-        elif hasattr(self.allocator, "estimates"):
+        else:
             stats = self.allocator.estimates(prompts)
         counts = self.allocator.allocate(prompts, stats)
         metrics.update(allocation_metrics(counts, stats, self.config.allocator.alpha, self.config.allocator.beta))
@@ -169,8 +168,7 @@ class Trainer:
         """Per group: the accepted fraction (first reward function > allocator.accept_threshold) and the mean
         gradient norm of its accepted samples, from the learner (0 when none is accepted)."""
         cfg = self.config.allocator
-        accepted = [[s for s in g.samples if first_component(s.reward_components, s.reward) > cfg.accept_threshold]
-                    for g in groups]
+        accepted = [[s for s in g.samples if s.accuracy > cfg.accept_threshold] for g in groups]
         pairs = [(g.prompt, s) for g, acc in zip(groups, accepted) for s in acc]
         norms = iter(self.learner.grad_norms([p.token_ids + s.token_ids for p, s in pairs],
                                              [len(p.token_ids) for p, _ in pairs], cfg.grad_norm) if pairs else [])
@@ -232,7 +230,7 @@ class Trainer:
     def reward_metrics(self, groups: list[Group]) -> dict[str, float]:
         """Reward, accuracy (first reward function) per data_source, lengths and truncation of the step's samples."""
         samples = [(g.prompt, s) for g in groups for s in g.samples]
-        first = [next(iter(s.reward_components.values())) for _, s in samples]
+        first = [s.accuracy for _, s in samples]
         metrics = {"reward/mean": _mean([s.reward for _, s in samples])}
         names = {name for _, s in samples for name in s.reward_components}
         for name in sorted(names):
@@ -293,9 +291,9 @@ class Trainer:
             part = prompts[start: start + chunk]
             requests = self.requests(part, -2, k, round_=1 + start // chunk)
             groups = [Group(p, s) for p, s in zip(part, self.rollout.generate(requests))]
-            self.score(groups, self._extra_columns(0))
+            self.score(groups, _budget_columns(self.length_budget(0)))
             for group in groups:
-                wins = sum(first_component(s.reward_components, s.reward) >= threshold for s in group.samples)
+                wins = sum(s.accuracy >= threshold for s in group.samples)
                 keep = wins > 0 and not (drop_all_correct and wins == len(group.samples))
                 seen[group.prompt.data_source][0] += 1
                 seen[group.prompt.data_source][1] += int(keep)
@@ -305,21 +303,22 @@ class Trainer:
                 progress(len(part))
         return kept, {f"rif/kept_frac/{src}": n_kept / n for src, (n, n_kept) in sorted(seen.items())}
 
-    def _extra_columns(self, step: int) -> dict[str, Any]:
-        budget = self.length_budget(step)
-        return {} if budget is None else {"length_budget": budget}
-
     def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
         """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean."""
         groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(self.requests(prompts, -1, 1, True)))]
         # reward functions only (no shaping or KL terms), with the length budget of the latest step
-        self.score(groups, self._extra_columns(self._last_step))
+        self.score(groups, _budget_columns(self.length_budget(self._last_step)))
         by_source: dict[str, list[float]] = defaultdict(list)
         for group in groups:
-            by_source[group.prompt.data_source].append(next(iter(group.samples[0].reward_components.values())))
+            by_source[group.prompt.data_source].append(group.samples[0].accuracy)
         result = {source: _mean(v) for source, v in sorted(by_source.items())}
         result["mean"] = _mean(list(result.values()))
         return result
+
+
+def _budget_columns(budget: float | None) -> dict[str, Any]:
+    """Extra reward-function columns: the length budget B(t) when the recipe has one."""
+    return {} if budget is None else {"length_budget": budget}
 
 
 def _seed(base: int, step: int, index: int, round_: int = 0) -> int:

@@ -35,18 +35,14 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(key, value, step)
                 elif isinstance(value, list) and value:  # a per-item list (samples per prompt): a histogram
-                    self.tb.add_histogram(key, torch_tensor(value), step)
+                    import numpy as np
+
+                    self.tb.add_histogram(key, np.asarray(value, dtype=np.float32), step)
 
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def torch_tensor(values: list[float]) -> Any:
-    import torch
-
-    return torch.tensor(values, dtype=torch.float32)
 
 
 def _plain(value: Any) -> Any:
@@ -80,13 +76,20 @@ def accuracy_table(before: dict[str, float], after: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def plot_run(metrics_path: Path, out_path: Path) -> None:
-    """PNG of reward, per-source training accuracy and phase times over steps."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (runs have no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_run(metrics_path: Path, out_path: Path, weights_path: Path | None = None) -> None:
+    """PNG of reward, per-source training accuracy and phase times over steps; with `weights_path`, also the
+    sampling weight per data_source over steps (the curriculum at work) when the steps logged weights."""
+    plt = pyplot()
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     records = [r for r in records if "reward/mean" in r]
     if not records:
@@ -105,31 +108,22 @@ def plot_run(metrics_path: Path, out_path: Path) -> None:
     axes[2].legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-
-
-def plot_sampler_weights(metrics_path: Path, out_path: Path) -> None:
-    """Sampling weight per data_source over steps (the curriculum at work); nothing when no step logged weights."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if any(k.startswith("sampler/weight/") for k in r)]
-    if not records:
-        return
+    save_figure(fig, out_path)
     keys = sorted({k for r in records for k in r if k.startswith("sampler/weight/")})
+    if weights_path is None or not keys:
+        return
     fig, ax = plt.subplots(figsize=(8, 4))
-    steps = [r["step"] for r in records]
     for key in keys:
         ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key.rsplit("/", 1)[1])
     ax.set_xlabel("step")
     ax.set_ylabel("sampling weight")
     ax.set_title("sampling weight per data_source")
     ax.legend(fontsize=7)
+    save_figure(fig, weights_path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write as PNG and free the figure."""
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)

@@ -16,7 +16,7 @@ from typing import Any
 
 from rlpost.config import RecipeError, RootConfig, to_yaml
 from rlpost.data import load_rows, per_source, to_prompts
-from rlpost.metrics import MetricsLog, accuracy_table, plot_run, plot_sampler_weights
+from rlpost.metrics import MetricsLog, accuracy_table, plot_run
 from rlpost.sampling import make_sampler
 
 
@@ -131,8 +131,7 @@ def train(config: RootConfig) -> RunResult:
             print(f"[rlpost] Hugging Face checkpoint: {final}", flush=True)
     finally:
         log.close()
-    plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png")
-    plot_sampler_weights(run_dir / "metrics.jsonl", run_dir / "sampler_weights.png")
+    plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
     print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
     return RunResult(run_dir, before, after, steps, seconds)
 

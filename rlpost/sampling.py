@@ -130,10 +130,8 @@ class _SourceWeighted(_Sampler):
         return dict(zip(self.sources, self._source_weights()))
 
     def _draw(self, step: int | None) -> list[int]:
-        cumulative = list(itertools.accumulate(self._source_weights()))
         batch = []
-        for _ in range(self.batch_size):
-            j = min(bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1]), len(self.sources) - 1)
+        for j in _weighted_indices(self.rng, self._source_weights(), self.batch_size):
             members = self.by_source[self.sources[j]]
             batch.append(members[self.rng.randrange(len(members))])
         return batch
@@ -214,9 +212,7 @@ class PrioritisedSampler(_Sampler):
         return [s / t if t else self.initial for s, t in zip(self.successes, self.trials)]
 
     def _draw(self, step: int | None) -> list[int]:
-        cumulative = list(itertools.accumulate(prioritised_probabilities(self.success_rates())))
-        return [min(bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1]), len(self.prompts) - 1)
-                for _ in range(self.batch_size)]
+        return _weighted_indices(self.rng, prioritised_probabilities(self.success_rates()), self.batch_size)
 
     def weights(self) -> dict[str, float]:
         mass: dict[str, float] = defaultdict(float)
@@ -231,7 +227,7 @@ class PrioritisedSampler(_Sampler):
                 continue
             for sample in group.samples:
                 self.trials[i] += 1
-                self.successes[i] += int(first_component(sample.reward_components, sample.reward) >= self.threshold)
+                self.successes[i] += int(sample.accuracy >= self.threshold)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"successes": list(self.successes), "trials": list(self.trials)}
@@ -276,9 +272,11 @@ class StagedSampler(_Sampler):
         self._in_second = state["in_second"]
 
 
-def first_component(components: dict[str, float], default: float) -> float:
-    """The first reward function's value (the accuracy convention of rlpost's metrics), else the total reward."""
-    return next(iter(components.values())) if components else default
+def _weighted_indices(rng: random.Random, weights: Sequence[float], count: int) -> list[int]:
+    """`count` indices drawn with replacement, P(i) proportional to weights[i], one rng.random() per draw."""
+    cumulative = list(itertools.accumulate(weights))
+    return [min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(cumulative) - 1)
+            for _ in range(count)]
 
 
 def make_sampler(config: Any, prompts: list[Prompt], seed: int) -> _Sampler:

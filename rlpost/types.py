@@ -51,6 +51,11 @@ class Sample:
     reward: float = float("nan")
     reward_components: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def accuracy(self) -> float:
+        """The first reward function's value (rlpost's accuracy convention), else the total reward."""
+        return next(iter(self.reward_components.values())) if self.reward_components else self.reward
+
 
 @dataclass
 class Group:

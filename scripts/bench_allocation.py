@@ -167,11 +167,9 @@ def curves(args: argparse.Namespace) -> dict:
 
 
 def _plot(results: dict, by_tokens: dict, path: Path) -> None:
-    import matplotlib
+    from rlpost.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     colours = dict(zip(ARMS, ("tab:blue", "tab:red", "tab:green", "tab:purple")))
     for (arm, seed), r in results.items():
@@ -185,9 +183,7 @@ def _plot(results: dict, by_tokens: dict, path: Path) -> None:
     for ax in axes:
         ax.set_ylabel("held-out accuracy, mean of 5 sources")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -98,11 +98,9 @@ def summarise(results: dict, seeds: list[int]) -> dict:
 
 
 def plot(results: dict, seeds: list[int], path: Path) -> None:
-    import matplotlib
+    from rlpost.metrics import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     colours = {"uniform": "tab:blue", "dump": "tab:red"}
     for arm in ARMS:
@@ -124,9 +122,7 @@ def plot(results: dict, seeds: list[int], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
