@@ -6,6 +6,7 @@ error saying which actor and which phase. Leaves out: replacing dead actors mid-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,24 +98,29 @@ class LearnerClient:
 
 
 class RewardClient:
-    """Splits a reward request into one chunk per worker and joins the results in order."""
+    """Cuts a reward request into chunks of whole prompt groups (about `chunk_size` completions), deals them to the
+    workers in turn and joins the results in order."""
 
-    def __init__(self, handles: list[Any], timeout_s: float) -> None:
-        self.handles, self.timeout_s = handles, timeout_s
+    def __init__(self, handles: list[Any], timeout_s: float, chunk_size: int, worst_call_s: float) -> None:
+        self.handles, self.timeout_s, self.chunk_size = handles, timeout_s, chunk_size
+        self.worst_call_s = worst_call_s  # one chunk's worst case: retries and one-by-one isolation included
 
     def score(self, request: RewardRequest) -> RewardResult:
-        n, k = len(request.completions), len(self.handles)
-        bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
-        chunks = [RewardRequest(request.prompts[a:b], request.completions[a:b], request.completion_ids[a:b],
-                                {c: v[a:b] for c, v in request.columns.items()}) for a, b in bounds if b > a]
-        # The worker enforces its own per-call timeout; the driver's bound only guards against a dead actor.
-        results = call([h.score.remote(c) for h, c in zip(self.handles, chunks)], "reward.score",
-                       self.timeout_s)
+        chunks, lo, size = [], 0, 0
+        for a, b in request.groups():
+            size += b - a
+            if size >= self.chunk_size:
+                chunks.append((lo, b))
+                lo, size = b, 0
+        if size:
+            chunks.append((lo, len(request.completions)))
+        refs = [self.handles[i % len(self.handles)].score.remote(request.slice(a, b))
+                for i, (a, b) in enumerate(chunks)]
+        # Each worker enforces its own per-call timeouts; the driver's bound only guards against a dead actor.
+        per_worker = -(-len(chunks) // len(self.handles))
         merged = RewardResult(rewards=[], components={})
-        for result in results:
-            merged.rewards += result.rewards
-            for name, values in result.components.items():
-                merged.components.setdefault(name, []).extend(values)
+        for result in call(refs, "reward.score", self.timeout_s + per_worker * self.worst_call_s):
+            merged.extend(result)
         return merged
 
 
@@ -128,12 +134,19 @@ class Components:
     placements: dict[str, RolePlacement]
 
 
+def worst_chunk_s(reward: Any) -> float:
+    """Longest a worker may take over one chunk when every call hangs: each function's call and its retry, the
+    one-by-one pass up to the error budget, and a child restart (plugin load) after each timeout."""
+    calls = 2 + max(1, math.ceil(reward.max_error_rate * reward.chunk_size))
+    return len(reward.functions) * calls * (reward.timeout_s + 30.0)
+
+
 def build_components(config: RootConfig, model_path: str, transport: str) -> Components:
     """Place and start every actor; the learner group meets at rank 0's address."""
     import ray
 
     from actors.learner import LearnerWorker
-    from actors.reward import RewardWorker
+    from actors.reward import RewardSettings, RewardWorker
     from actors.rollout import RolloutWorker
 
     timeout = config.resources.call_timeout_s
@@ -147,13 +160,14 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
         for r in range(config.learner.world_size)]
     rollouts = [rollout_cls.options(**placements["rollout"].options(i)).remote(
         model_path, config.model, config.rollout, i, transport) for i in range(config.rollout.num_engines)]
-    rewards = [reward_cls.options(**placements["reward"].options(i)).remote(
-        list(config.reward.functions), list(config.reward.weights), config.reward.timeout_s)
-        for i in range(config.reward.num_workers)]
+    settings = RewardSettings.from_config(config.reward)
+    rewards = [reward_cls.options(**placements["reward"].options(i)).remote(settings)
+               for i in range(config.reward.num_workers)]
 
     addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
     return Components(RolloutClient(rollouts, timeout), LearnerClient(learners, timeout),
-                      RewardClient(rewards, timeout), rollouts, learners, placements)
+                      RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward)),
+                      rollouts, learners, placements)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,22 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    functions: list[str] = doc("reward functions: built-in names, 'pkg.module:fn' or 'path/file.py:fn'",
+    functions: list[str] = doc("reward functions, summed with weights: built-in names, installed 'rlpost.rewards' "
+                               "entry points, 'pkg.module:fn' or 'path/file.py:fn'; the first is the accuracy",
                                factory=lambda: ["exact_match"])
     weights: list[float] = doc("one weight per function; empty means all 1.0", factory=list)
+    args: dict[str, Any] = doc("keyword arguments per function, by its name (the built-in name or the part after "
+                               "':'), e.g. reward.args.boxed_math.mode=independent", factory=dict)
     num_workers: int = doc("reward worker actors (each runs calls in its own child process)", 1)
-    timeout_s: float = doc("per-call timeout of one reward chunk; a hung call is killed and named", 60.0)
+    chunk_size: int = doc("completions per reward-worker call (whole prompt groups; at least one group)", 64)
+    timeout_s: float = doc("timeout of one reward function call; a hung call is killed, retried once, then scored "
+                           "by on_error", 60.0)
+    memory_mb: int = doc("memory limit of each reward child process in MiB (RLIMIT_DATA; 0 = none)", 4096)
+    on_error: str = doc("what a call that fails twice (raises, hangs, crashes, bad output) gives its samples: "
+                        "'raise' (stop with the plugin's traceback), 'skip' (leave them out of training) or a "
+                        "number (that function's score); failures are always counted", "skip")
+    max_error_rate: float = doc("stop the run when a scoring pass has more than this fraction of completions that "
+                                "failed even after the retry", 0.1)
 
 
 @dataclass(frozen=True)
@@ -355,12 +367,9 @@ def _check_choices(config: RootConfig, origin: str) -> None:
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
-    weights, functions = config.reward.weights, config.reward.functions
-    if weights and len(weights) != len(functions):
-        raise RecipeError(f"{origin}: key 'reward.weights' has {len(weights)} entries for "
-                          f"{len(functions)} reward.functions")
+    _check_reward(config.reward, origin)
     for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
-                "rollout.num_engines", "reward.num_workers", "learner.micro_batch_size",
+                "rollout.num_engines", "reward.num_workers", "reward.chunk_size", "learner.micro_batch_size",
                 "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds",
                 "allocator.prepass_samples"):
         section, name = key.split(".")
@@ -389,6 +398,38 @@ def _check_choices(config: RootConfig, origin: str) -> None:
     if alg.overlong_shaping and not 0 <= alg.overlong_buffer < config.rollout.max_new_tokens:
         raise RecipeError(f"{origin}: key 'algorithm.overlong_buffer' must be in [0, rollout.max_new_tokens="
                           f"{config.rollout.max_new_tokens}), got {alg.overlong_buffer}")
+
+
+def _check_reward(reward: RewardConfig, origin: str) -> None:
+    from rewards import reward_name
+
+    if reward.weights and len(reward.weights) != len(reward.functions):
+        raise RecipeError(f"{origin}: key 'reward.weights' has {len(reward.weights)} entries for "
+                          f"{len(reward.functions)} reward.functions")
+    if not reward.functions:
+        raise RecipeError(f"{origin}: key 'reward.functions' is empty; name at least one reward function")
+    names = [reward_name(spec) for spec in reward.functions]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RecipeError(f"{origin}: key 'reward.functions' has two functions named {twice}; reward names "
+                          "(metrics, reward.args keys) must differ")
+    unknown = sorted(set(reward.args) - set(names))
+    if unknown:
+        raise RecipeError(f"{origin}: key 'reward.args' names {unknown}, which are not in reward.functions "
+                          f"(names: {names})")
+    for name, value in reward.args.items():
+        if not isinstance(value, Mapping):
+            raise RecipeError(f"{origin}: key 'reward.args.{name}' must be a mapping of argument: value, "
+                              f"got {value!r}")
+    if reward.on_error not in ("raise", "skip"):
+        try:
+            float(reward.on_error)
+        except ValueError:
+            raise RecipeError(f"{origin}: key 'reward.on_error' is {reward.on_error!r}; allowed: 'raise', 'skip' "
+                              "or a number") from None
+    if not 0.0 <= reward.max_error_rate <= 1.0 or reward.timeout_s <= 0 or reward.memory_mb < 0:
+        raise RecipeError(f"{origin}: keys 'reward.max_error_rate' (in [0, 1]), 'reward.timeout_s' (> 0) and "
+                          "'reward.memory_mb' (>= 0) are out of range")
 
 
 def all_fields() -> list[tuple[str, str, Any, str]]:

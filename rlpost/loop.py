@@ -23,6 +23,7 @@ from rlpost.config import RootConfig
 from rlpost.curriculum import length_budget
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
+from rlpost.scoring import RewardHealth, apply_result, build_request
 from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import (
     GenerationRequest,
@@ -30,8 +31,8 @@ from rlpost.types import (
     LearnerGroup,
     Prompt,
     RewardPool,
-    RewardRequest,
     RolloutEngine,
+    Sample,
     WeightSync,
 )
 
@@ -61,6 +62,7 @@ class Trainer:
         self.probe_sequences, self.rollout_probe = probe_sequences, rollout_probe
         self.loss = loss_spec(config)
         self.allocator = allocator if allocator is not None else make_allocator(config)
+        self.health = RewardHealth(config.reward.max_error_rate, config.reward.on_error)
         self._last_step = 0
 
     def step(self, step: int) -> dict[str, float]:
@@ -71,9 +73,10 @@ class Trainer:
         generated: list[Group] = []
         rounds = 0
         budget = self.length_budget(step)
-        extra = _budget_columns(budget)
+        extra = self.run_columns(step)
         self._last_step = step
         alloc_metrics: dict[str, float] = {}
+        produced: list[Sample] = []  # every completion generated, those left without a reward included
         while True:
             with timer.phase("sample"):                               # 1. which prompts
                 prompts = self.sampler.next_batch(step)
@@ -84,8 +87,9 @@ class Trainer:
                                          budget=budget)
             with timer.phase("generate"):                             # 3. vLLM completions
                 groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
+                produced += [s for g in groups for s in g.samples]
             with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
-                self.score(groups, extra)
+                groups = self.score(groups, extra, f"step {step}")
                 self.shape_rewards(groups)
             if self.allocator.learns_from_rollouts:
                 with timer.phase("allocate"):
@@ -112,10 +116,12 @@ class Trainer:
         with timer.phase("advantage"):                                # 5. group-relative advantages
             advantage_metrics = self.advantages(kept, generated)
             self.sampler.update(generated)
-        metrics = {**self.reward_metrics(generated), **advantage_metrics, **self.sampler.metrics(), **alloc_metrics}
+        metrics = {**self.reward_metrics(generated), **self.health.metrics(), **advantage_metrics,
+                   **self.sampler.metrics(), **alloc_metrics}
         if budget is not None:
             metrics["curriculum/length_budget"] = budget
-        metrics["rollout/completions"] = float(sum(len(g.samples) for g in generated))
+        metrics["rollout/completions"] = float(len(produced))
+        metrics["tokens/generated"] = float(sum(len(s.token_ids) for s in produced))
         metrics.update({"groups/generated": float(len(generated)), "groups/kept": float(len(kept)),
                         "groups/dropped": float(len(generated) - len(kept)), "groups/gen_rounds": float(rounds)})
         trained = [g for g in kept if g.advantages]
@@ -137,6 +143,13 @@ class Trainer:
             return [s.accuracy for s in group.samples]
         return [s.reward for s in group.samples]
 
+    def run_columns(self, step: int) -> dict[str, Any]:
+        """Scalar columns every reward function may read: the step, the generation cap and, with a length-budget
+        curriculum, B(t)."""
+        budget = self.length_budget(step)
+        run: dict[str, Any] = {"step": step, "max_new_tokens": self.config.rollout.max_new_tokens}
+        return run if budget is None else {**run, "length_budget": budget}
+
     def length_budget(self, step: int) -> float | None:
         """Train-Long-Think-Short B(t) for this step, or None when the recipe has no length budget."""
         cfg = self.config.sampler
@@ -152,7 +165,7 @@ class Trainer:
             cfg = self.config.allocator
             requests = self.requests(prompts, step, cfg.prepass_samples, round_=1000 + round_)
             groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
-            self.score(groups, extra)
+            self.score(groups, extra, f"step {step} GVM pre-pass")  # every group stays, aligned with prompts
             stats = self.acceptance_stats(groups)
             spent = {"prepass/prompts": len(groups), "prepass/completions": len(groups) * cfg.prepass_samples,
                      "prepass/tokens": sum(len(s.token_ids) for g in groups for s in g.samples)}
@@ -194,20 +207,13 @@ class Trainer:
             temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
             seed=_seed(self.config.rollout.seed, step, i, round_)) for i, p in enumerate(prompts)]
 
-    def score(self, groups: list[Group], extra: dict[str, Any] | None = None) -> None:
-        """Rewards for every sample, stored on the samples (total and per-function components); `extra` columns
-        (the length budget) reach every reward function alongside the dataset's."""
-        samples = [(g.prompt, s) for g in groups for s in g.samples]
-        columns: dict[str, list[Any]] = defaultdict(list)
-        for prompt, _ in samples:
-            for key, value in {**prompt.columns, **(extra or {})}.items():
-                columns[key].append(value)
-        result = self.reward.score(RewardRequest(
-            prompts=[p.text for p, _ in samples], completions=[s.text for _, s in samples],
-            completion_ids=[s.token_ids for _, s in samples], columns=dict(columns)))
-        for i, (_, sample) in enumerate(samples):
-            sample.reward = result.rewards[i]
-            sample.reward_components = {name: values[i] for name, values in result.components.items()}
+    def score(self, groups: list[Group], run: dict[str, Any], where: str) -> list[Group]:
+        """Rewards for every sample, stored on the samples (total and per-function components); samples left
+        without a reward (skipped after an error, or scored by no function) are removed, and emptied groups too."""
+        result = self.reward.score(build_request(groups, run))
+        kept, health = apply_result(groups, result)
+        self.health.record(health, result.first_error, where)
+        return kept
 
     def shape_rewards(self, groups: list[Group]) -> None:
         """Driver-side reward terms: DAPO overlong shaping and the KL penalty (kl_in_reward), kept as components."""
@@ -241,7 +247,6 @@ class Trainer:
         metrics.update({f"acc/{source}": _mean(v) for source, v in sorted(by_source.items())})
         metrics["acc/mean"] = _mean(first)
         lengths = [len(s.token_ids) for _, s in samples]
-        metrics["tokens/generated"] = float(sum(lengths))
         metrics["tokens/completion_len_mean"] = _mean(lengths)
         metrics["tokens/truncated_frac"] = _mean([float(s.finish_reason == "length") for _, s in samples])
         return metrics
@@ -291,8 +296,7 @@ class Trainer:
             part = prompts[start: start + chunk]
             requests = self.requests(part, -2, k, round_=1 + start // chunk)
             groups = [Group(p, s) for p, s in zip(part, self.rollout.generate(requests))]
-            self.score(groups, _budget_columns(self.length_budget(0)))
-            for group in groups:
+            for group in self.score(groups, self.run_columns(0), "RIF pre-pass"):
                 wins = sum(s.accuracy >= threshold for s in group.samples)
                 keep = wins > 0 and not (drop_all_correct and wins == len(group.samples))
                 seen[group.prompt.data_source][0] += 1
@@ -306,19 +310,14 @@ class Trainer:
     def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
         """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean."""
         groups = [Group(p, s) for p, s in zip(prompts, self.rollout.generate(self.requests(prompts, -1, 1, True)))]
-        # reward functions only (no shaping or KL terms), with the length budget of the latest step
-        self.score(groups, _budget_columns(self.length_budget(self._last_step)))
+        # reward functions only (no shaping or KL terms), with the run columns of the latest step; a completion
+        # left without a reward is left out of the mean
         by_source: dict[str, list[float]] = defaultdict(list)
-        for group in groups:
+        for group in self.score(groups, self.run_columns(self._last_step), "evaluation"):
             by_source[group.prompt.data_source].append(group.samples[0].accuracy)
         result = {source: _mean(v) for source, v in sorted(by_source.items())}
         result["mean"] = _mean(list(result.values()))
         return result
-
-
-def _budget_columns(budget: float | None) -> dict[str, Any]:
-    """Extra reward-function columns: the length budget B(t) when the recipe has one."""
-    return {} if budget is None else {"length_budget": budget}
 
 
 def _seed(base: int, step: int, index: int, round_: int = 0) -> int:
@@ -332,4 +331,6 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+    """Mean of the values that are not NaN (a reward function's None); NaN when none is left."""
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")

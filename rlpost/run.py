@@ -51,7 +51,7 @@ def prepare(config: RootConfig) -> dict[str, Any]:
     """Everything short of starting actors: model files, tokenizer, data, reward plugins."""
     from transformers import AutoTokenizer
 
-    from rewards import check_signature, load_reward
+    from rewards import RUN_COLUMNS, check_signature, load_reward, reward_name
 
     model_path = resolve_model_path(config)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
@@ -61,9 +61,10 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         rows = load_rows(config.data, config.data.eval_split)
         evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
                                 config.data.n_eval_per_source)
-    columns = sorted(train[0].columns) + (["length_budget"] if config.sampler.budget_initial else [])
+    columns = sorted(train[0].columns)
+    run_columns = [c for c in RUN_COLUMNS if c != "length_budget" or config.sampler.budget_initial]
     for spec in config.reward.functions:
-        check_signature(spec, load_reward(spec), columns)
+        check_signature(spec, load_reward(spec), columns, config.reward.args.get(reward_name(spec)), run_columns)
     try:
         make_sampler(config, train, config.run.seed)  # a mixture or stage naming a missing source fails here
     except ValueError as err:

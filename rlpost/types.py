@@ -9,9 +9,10 @@ Leaves out: partial rollouts and multi-turn samples (later issues).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from rlpost.losses import LossSpec
+if TYPE_CHECKING:  # torch stays out of processes that only exchange these records (reward children)
+    from rlpost.losses import LossSpec
 
 
 @dataclass
@@ -68,22 +69,62 @@ class Group:
 
 @dataclass
 class RewardRequest:
-    """A chunk of completions to score, with the dataset columns of their prompts (one entry per completion)."""
+    """A chunk of completions to score: the dataset columns of their prompts (one entry per completion), the run
+    columns (scalars: step, max_new_tokens, length_budget) and how many consecutive completions share a prompt."""
 
     prompts: list[str]
     completions: list[str]
     completion_ids: list[list[int]]
     columns: dict[str, list[Any]]
+    run: dict[str, Any] = field(default_factory=dict)
+    group_sizes: list[int] = field(default_factory=list)  # empty: every completion is its own group
+
+    def groups(self) -> list[tuple[int, int]]:
+        """[lo, hi) bounds of each prompt group."""
+        sizes = self.group_sizes or [1] * len(self.completions)
+        bounds, lo = [], 0
+        for size in sizes:
+            bounds.append((lo, lo + size))
+            lo += size
+        if lo != len(self.completions):
+            raise ValueError(f"group_sizes add up to {lo}, not {len(self.completions)} completions")
+        return bounds
+
+    def slice(self, lo: int, hi: int) -> RewardRequest:
+        """Completions lo:hi, which must start and end on group boundaries."""
+        bounds = [(a - lo, b - lo) for a, b in self.groups() if lo <= a and b <= hi]
+        return RewardRequest(self.prompts[lo:hi], self.completions[lo:hi], self.completion_ids[lo:hi],
+                             {c: v[lo:hi] for c, v in self.columns.items()}, dict(self.run),
+                             [b - a for a, b in bounds])
 
 
 @dataclass
 class RewardResult:
-    """Per-completion total reward, per-function components, and counted errors (never silently zero)."""
+    """Per-completion total reward (NaN: leave the sample out), per-function components (NaN: no score), and the
+    health of the call: completions whose scoring failed even after the retry, retries, timeouts, crashes."""
 
     rewards: list[float]
     components: dict[str, list[float]]
-    errors: int = 0
+    failed: list[bool] = field(default_factory=list)
     first_error: str = ""
+    retries: int = 0
+    timeouts: int = 0
+    crashes: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(self.failed)
+
+    def extend(self, other: RewardResult) -> None:
+        """Append another chunk's result (chunks arrive in order)."""
+        self.rewards += other.rewards
+        for name, values in other.components.items():
+            self.components.setdefault(name, []).extend(values)
+        self.failed += other.failed or [False] * len(other.rewards)
+        self.first_error = self.first_error or other.first_error
+        self.retries += other.retries
+        self.timeouts += other.timeouts
+        self.crashes += other.crashes
 
 
 @dataclass

@@ -41,6 +41,11 @@ def test_config_is_frozen():
     ("nosuchsection:\n  a: 1\n", ["unknown key 'nosuchsection'"]),
     ("defaults: [missing.yaml]\n", ["missing.yaml", "not found"]),
     ("- just\n- a list\n", ["mapping"]),
+    ("reward:\n  on_error: ignore\n", ["'reward.on_error'", "'skip'"]),
+    ("reward:\n  functions: [exact_match, x.py:exact_match]\n", ["two functions named ['exact_match']"]),
+    ("reward:\n  args: {boxed_math: {mode: mix}}\n", ["'reward.args' names ['boxed_math']", "exact_match"]),
+    ("reward:\n  args: {exact_match: 3}\n", ["'reward.args.exact_match' must be a mapping"]),
+    ("reward:\n  max_error_rate: 2\n", ["'reward.max_error_rate'"]),
 ])
 def test_bad_recipes_name_key_and_file(tmp_path, text, fragments):
     path = _write(tmp_path, "bad.yaml", text)
@@ -69,3 +74,12 @@ def test_readme_key_table_matches_the_schema():
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert keys_markdown() in readme, "README's recipe-key table is stale: paste `rlpost keys --markdown`"
+
+
+def test_reward_args_and_fixed_error_score_load(tmp_path):
+    path = _write(tmp_path, "ok.yaml", "reward:\n  functions: [math_accuracy, boxed_math]\n  on_error: -1\n"
+                  "  args:\n    boxed_math: {mode: independent, format_penalty: -0.5}\n")
+    config = load_config(path, ["reward.args.boxed_math.wrong_boxed=-0.25"])
+    assert config.reward.on_error == "-1"
+    assert dict(config.reward.args["boxed_math"]) == {"mode": "independent", "format_penalty": -0.5,
+                                                      "wrong_boxed": -0.25}

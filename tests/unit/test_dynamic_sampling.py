@@ -124,7 +124,7 @@ def test_length_budget_reaches_reward_functions_and_caps_the_rollout():
     generate, score = trainer.rollout.generate, trainer.reward.score
     trainer.rollout.generate = lambda requests: seen.setdefault("caps", {r.max_new_tokens for r in requests}) and \
         generate(requests)
-    trainer.reward.score = lambda request: seen.setdefault("budget", set(request.columns["length_budget"])) and \
+    trainer.reward.score = lambda request: seen.setdefault("budget", {request.run["length_budget"]}) and \
         score(request)
     metrics = trainer.step(2)
     assert metrics["curriculum/length_budget"] == 2.0 and seen == {"caps": {2}, "budget": {2.0}}

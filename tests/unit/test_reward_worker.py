@@ -1,0 +1,185 @@
+"""The reward worker and its child process with broken plugins: each failure gives the documented behaviour (retry
+once, isolate the bad samples, then raise / skip / fixed score) and message, and the other samples are scored."""
+
+import math
+import textwrap
+import time
+
+import pytest
+
+from actors.reward import RewardSettings, RewardWorker, RewardWorkerCrash
+from rewards import RewardPluginError
+from rlpost.types import RewardRequest
+
+BROKEN = '''
+import math, os, time, asyncio
+from rewards import reward
+
+def raises(prompts, completions, completion_ids, **kw):
+    if any(c == "bad" for c in completions):
+        raise ZeroDivisionError("boom in plugin")
+    return [1.0] * len(completions)
+
+def hangs(prompts, completions, completion_ids, **kw):
+    if any(c == "bad" for c in completions):
+        time.sleep(60)
+    return [1.0] * len(completions)
+
+def nan(prompts, completions, completion_ids, **kw):
+    return [math.nan if c == "bad" else 1.0 for c in completions]
+
+def short(prompts, completions, completion_ids, **kw):
+    return [1.0] * (len(completions) - 1)
+
+def dies(prompts, completions, completion_ids, **kw):
+    if any(c == "bad" for c in completions):
+        os._exit(3)
+    return [1.0] * len(completions)
+
+def hog(prompts, completions, completion_ids, **kw):
+    if any(c == "bad" for c in completions):
+        blob = bytearray(2 << 30)
+    return [1.0] * len(completions)
+
+def text(prompts, completions, completion_ids, **kw):
+    return "1.0"
+
+def flaky(prompts, completions, completion_ids, **kw):
+    marker = os.path.join(os.path.dirname(__file__), "flaky.done")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first call fails")
+    return [1.0] * len(completions)
+
+def maybe(prompts, completions, completion_ids, **kw):
+    return [None if c == "bad" else 1.0 for c in completions]
+
+async def slow_async(prompts, completions, completion_ids, **kw):
+    await asyncio.sleep(0.01)
+    return [float(len(c)) for c in completions]
+
+@reward(group=True)
+def group_size(prompts, completions, completion_ids, **kw):
+    return [float(len(completions))] * len(completions)
+
+@reward(batch_size=2)
+def batch_of_two(prompts, completions, completion_ids, **kw):
+    assert len(completions) <= 2, len(completions)
+    return [1.0] * len(completions)
+
+def sees(prompts, completions, completion_ids, components, step, answer, scale=1.0):
+    return [scale * (components["raises"][i] + step) for i in range(len(completions))]
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text(textwrap.dedent(BROKEN))
+    return lambda name: f"{path}:{name}"
+
+
+def _request(completions, group_sizes=None):
+    n = len(completions)
+    return RewardRequest(["p"] * n, list(completions), [[1]] * n, {"answer": ["a"] * n}, {"step": 2},
+                         group_sizes or [])
+
+
+def _worker(functions, **settings):
+    return RewardWorker(RewardSettings(list(functions), timeout_s=settings.pop("timeout_s", 20), **settings))
+
+
+def test_good_samples_keep_their_scores_and_bad_ones_are_skipped(plugin):
+    worker = _worker([plugin("raises")], on_error="skip", max_error_rate=1.0)
+    result = worker.score(_request(["ok", "bad", "ok", "ok"]))
+    assert result.failed == [False, True, False, False] and result.errors == 1
+    assert result.rewards[0] == 1.0 and math.isnan(result.rewards[1]) and result.rewards[2:] == [1.0, 1.0]
+    assert result.retries == 1  # the chunk was retried once, then scored one by one
+    assert "broken.py:raises" in result.first_error and "ZeroDivisionError: boom in plugin" in result.first_error
+
+
+def test_raise_policy_stops_with_the_plugin_traceback(plugin):
+    worker = _worker([plugin("raises")], on_error="raise")
+    with pytest.raises(RewardPluginError, match="(?s)broken.py:raises.*ZeroDivisionError: boom in plugin"):
+        worker.score(_request(["ok", "bad"]))
+
+
+def test_fixed_score_policy(plugin):
+    worker = _worker([plugin("raises"), "exact_match"], on_error="-1", max_error_rate=1.0)
+    result = worker.score(_request(["a", "bad"]))
+    assert result.components["raises"] == [1.0, -1.0] and result.components["exact_match"] == [1.0, 0.0]
+    assert result.rewards == [2.0, -1.0] and result.errors == 1
+
+
+def test_hung_call_is_killed_retried_and_isolated(plugin):
+    worker = _worker([plugin("hangs")], on_error="skip", timeout_s=1.5, max_error_rate=1.0)
+    start = time.monotonic()
+    result = worker.score(_request(["ok", "bad", "ok"]))
+    assert time.monotonic() - start < 30
+    assert result.failed == [False, True, False] and result.timeouts == 3  # call, retry, the bad sample alone
+    assert "timed out after 1.5s" in result.first_error
+    assert worker.score(_request(["ok"])).rewards == [1.0]  # the replaced child works
+
+
+@pytest.mark.parametrize("name, message", [
+    ("nan", "non-finite value nan at index 1"), ("short", "returned 1 values for 2 completions"),
+    ("text", "returned str, expected a list of floats"),
+])
+def test_bad_output_is_a_named_error(plugin, name, message):
+    worker = _worker([plugin(name)], on_error="raise")
+    with pytest.raises(RewardPluginError, match=message):
+        worker.score(_request(["ok", "bad"]))
+
+
+def test_plugin_that_kills_its_process(plugin):
+    worker = _worker([plugin("dies")], on_error="skip", max_error_rate=1.0)
+    result = worker.score(_request(["bad", "ok"]))
+    assert result.failed == [True, False] and result.crashes == 3
+    assert "exit code 3" in result.first_error and result.rewards[1] == 1.0
+
+
+def test_memory_limit(plugin):
+    worker = _worker([plugin("hog")], on_error="skip", memory_mb=512, max_error_rate=1.0)
+    result = worker.score(_request(["bad", "ok"]))
+    assert result.failed == [True, False] and "MemoryError" in result.first_error
+
+
+def test_transient_failure_is_retried_once_and_not_counted(plugin):
+    worker = _worker([plugin("flaky")], on_error="skip")
+    result = worker.score(_request(["a", "b"]))
+    assert result.rewards == [1.0, 1.0] and result.errors == 0 and result.retries == 1
+
+
+def test_none_means_no_score_not_an_error(plugin):
+    worker = _worker([plugin("maybe"), "exact_match"], on_error="raise")
+    result = worker.score(_request(["a", "bad"]))
+    assert result.errors == 0 and result.rewards == [2.0, 0.0]  # None is left out of the sum
+    worker = _worker([plugin("maybe")], on_error="raise")
+    assert math.isnan(worker.score(_request(["bad"])).rewards[0])  # no function scored it: skipped by the driver
+
+
+def test_async_group_and_batched_functions(plugin):
+    worker = _worker([plugin("slow_async"), plugin("group_size"), plugin("batch_of_two")], on_error="raise")
+    result = worker.score(_request(["a", "bb", "ccc", "dddd", "e"], group_sizes=[3, 2]))
+    assert result.components["slow_async"] == [1.0, 2.0, 3.0, 4.0, 1.0]
+    assert result.components["group_size"] == [3.0, 3.0, 3.0, 2.0, 2.0]
+    assert result.components["batch_of_two"] == [1.0] * 5
+
+
+def test_later_functions_see_components_run_columns_and_args(plugin):
+    worker = _worker([plugin("raises"), plugin("sees")], args={"sees": {"scale": 10.0}}, on_error="raise")
+    assert worker.score(_request(["a", "b"])).components["sees"] == [30.0, 30.0]
+
+
+def test_broken_plugin_fails_at_start(tmp_path):
+    path = tmp_path / "bad_import.py"
+    path.write_text("raise RuntimeError('bad import')\n")
+    with pytest.raises(RewardPluginError, match="(?s)bad_import.py:fn.*bad import"):
+        _worker([f"{path}:fn"])
+
+
+def test_plugin_killing_itself_at_import_is_named(tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text("import os\nos._exit(4)\n")
+    with pytest.raises(RewardWorkerCrash, match="exit code 4"):
+        _worker([f"{path}:fn"])

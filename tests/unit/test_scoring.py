@@ -1,0 +1,57 @@
+"""The driver's reward stage: requests carry group boundaries and run columns, samples without a reward leave their
+groups, and the error rate is counted, reported and enforced."""
+
+import math
+
+import pytest
+
+from rlpost.scoring import RewardErrorRateExceeded, RewardHealth, apply_result, build_request
+from rlpost.types import Group, Prompt, RewardRequest, RewardResult, Sample
+
+
+def _groups(sizes):
+    groups = []
+    for uid, size in enumerate(sizes):
+        prompt = Prompt(uid, f"p{uid}", [1], str(uid), "src", {"answer": str(uid), "data_source": "src"})
+        groups.append(Group(prompt, [Sample(uid, [5] * (j + 1), [0.0] * (j + 1), f"c{uid}{j}", "stop")
+                                     for j in range(size)]))
+    return groups
+
+
+def test_request_has_columns_run_and_group_sizes():
+    request = build_request(_groups([2, 3]), {"step": 4})
+    assert request.completions == ["c00", "c01", "c10", "c11", "c12"]
+    assert request.columns["answer"] == ["0", "0", "1", "1", "1"] and request.run == {"step": 4}
+    assert request.groups() == [(0, 2), (2, 5)]
+    part = request.slice(2, 5)
+    assert part.completions == ["c10", "c11", "c12"] and part.group_sizes == [3] and part.run == {"step": 4}
+    with pytest.raises(ValueError, match="add up to 4"):
+        RewardRequest(["p"] * 5, ["c"] * 5, [[1]] * 5, {}, {}, [4]).groups()
+
+
+def test_samples_without_reward_leave_their_group():
+    nan = math.nan
+    groups = _groups([2, 1, 2])
+    result = RewardResult(rewards=[1.0, nan, nan, 0.5, nan], components={"acc": [1.0, nan, nan, 0.5, 0.0]},
+                          failed=[False, True, False, False, True], first_error="boom", retries=2)
+    kept, health = apply_result(groups, result)
+    assert [g.prompt.uid for g in kept] == [0, 2]  # group 1 lost its only sample
+    assert [s.text for g in kept for s in g.samples] == ["c00", "c20"]
+    assert kept[1].samples[0].reward_components == {"acc": 0.5}
+    assert health == {"completions": 5.0, "errors": 2.0, "skipped": 2.0, "unscored": 1.0, "retries": 2.0,
+                      "timeouts": 0.0, "crashes": 0.0}
+
+
+def test_health_reports_and_stops_past_the_rate(capsys):
+    health = RewardHealth(max_error_rate=0.25, on_error="skip")
+    counts = {"completions": 8.0, "errors": 2.0, "skipped": 2.0, "retries": 1.0}
+    health.record(counts, "plugin 'x' raised:\nTraceback\nValueError: bad", "step 3")
+    err = capsys.readouterr().err
+    assert "step 3: reward failed on 2 of 8 completions (25.0%" in err and "ValueError: bad" in err
+    health.record(counts, "plugin 'x' raised:\nTraceback\nValueError: bad", "step 3")
+    assert capsys.readouterr().err.count("ValueError: bad") == 0  # a traceback already shown is not repeated
+    metrics = health.metrics()
+    assert metrics["reward_health/errors"] == 4.0 and metrics["reward_health/error_rate"] == 0.25
+    assert health.metrics()["reward_health/error_rate"] == 0.0  # reset each step
+    with pytest.raises(RewardErrorRateExceeded, match="(?s)3 of 8 .*max_error_rate=0.25.*ValueError: bad"):
+        health.record({**counts, "errors": 3.0}, "plugin 'x' raised:\nValueError: bad", "step 4")
