@@ -155,14 +155,25 @@ def check_signature(spec: str, fn: RewardFn, columns: Sequence[str], args: Mappi
     if absent and not has_var_kw:
         raise RewardPluginError(f"reward plugin {spec!r}: must accept {list(REQUIRED_ARGS)} as keyword arguments "
                                 f"(or **kwargs); missing {absent}. Signature: {inspect.signature(fn)}")
+    # A function that names its own options (beyond the contract's arguments and columns) takes only those, even
+    # with **kwargs (built-ins swallow unknown columns that way): a misspelt option must not pass silently.
+    options = keyword - set(REQUIRED_ARGS) - set(columns) - set(RUN_COLUMNS)
     unknown = sorted(a for a in args if a not in keyword)
-    if unknown and not has_var_kw:
+    if unknown and (options or not has_var_kw):
         raise RewardPluginError(f"reward plugin {spec!r}: reward.args.{reward_name(spec)} sets {unknown}, which "
-                                f"the function does not accept. Signature: {inspect.signature(fn)}")
+                                f"the function does not accept{_suggest(unknown[0], options)}. Signature: "
+                                f"{inspect.signature(fn)}")
     clash = sorted(set(args) & (set(columns) | set(REQUIRED_ARGS)))
     if clash:
         raise RewardPluginError(f"reward plugin {spec!r}: reward.args.{reward_name(spec)} sets {clash}, which are "
                                 "also dataset columns; rename the argument or the column")
+
+
+def _suggest(name: str, options: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def call_kwargs(fn: RewardFn, kwargs: dict[str, Any]) -> dict[str, Any]:

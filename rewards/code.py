@@ -39,6 +39,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rewards.protocol import reward
+
 _FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = ("python", "py", "python3")
 _FILE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -165,6 +167,7 @@ def run_tests(code: str, tests: Sequence[str], timeout_s: float = 5.0, memory_mb
     return [str(i) in passed for i in range(len(tests))]
 
 
+@reward(batch_size=8)  # at most 8 x timeout_s / parallel per call: well inside reward.timeout_s
 def code_tests(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
                tests_key: str = "tests", all_or_nothing: bool = False, timeout_s: float = 5.0,
                memory_mb: int = 512, parallel: int = 4, **columns: Any) -> list[float | None]:

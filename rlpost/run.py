@@ -184,10 +184,11 @@ def _step_line(step: int, m: dict[str, float]) -> str:
         return m.get(key, float("nan"))
 
     dropped = f" ({g('groups/dropped'):.0f} dropped)" if m.get("groups/dropped") else ""
+    errors = f" ({g('reward_health/errors'):.0f} errors)" if m.get("reward_health/errors") else ""
     return (f"step {step:4d} | reward {g('reward/mean'):.3f} | acc {g('acc/mean'):.3f} | "
             f"groups {g('groups/kept'):.0f}{dropped} | zero-signal {g('adv/zero_signal_group_frac'):.2f} | "
             f"clip {g('train/clip_frac'):.3f} | mismatch {g('train/logprob_mismatch_mean'):.1e} | "
-            f"gen {g('time/generate'):.1f}s reward {g('time/reward'):.1f}s train {g('time/train'):.1f}s "
+            f"gen {g('time/generate'):.1f}s reward {g('time/reward'):.1f}s{errors} train {g('time/train'):.1f}s "
             f"sync {g('time/sync'):.1f}s | probe {g('sync/probe_max_abs_diff'):.1e}")
 
 

@@ -2,13 +2,14 @@
 samples without a reward left out, and the stage's health (errors, retries, timeouts) counted and checked.
 
 Errors are never turned into a silent 0: each scoring pass counts the completions whose reward failed even after
-the worker's retry, prints the count (and a traceback the first time it is seen), and stops the run when the
-failed fraction passes reward.max_error_rate.
+the worker's retry, prints the count with the error's last line (the whole traceback once per plugin), and stops
+the run when the failed fraction passes reward.max_error_rate.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections import defaultdict
 from typing import Any
@@ -73,11 +74,14 @@ class RewardHealth:
         if not errors:
             return
         rate = errors / max(1, total)
-        head = first_error.splitlines()[0] if first_error else "?"
+        lines = first_error.strip().splitlines() or ["?"]
+        plugin = re.match(r"reward plugin '[^']*'", lines[0])
         print(f"[rlpost] warning: {where}: reward failed on {errors} of {total} completions ({rate:.1%}, "
-              f"reward.on_error={self.on_error}); first: {head}", file=sys.stderr, flush=True)
-        if first_error and first_error not in self._seen:
-            self._seen.add(first_error)
+              f"reward.on_error={self.on_error}); first: {plugin.group(0) + ': ' if plugin else ''}{lines[-1]}",
+              file=sys.stderr, flush=True)
+        key = plugin.group(0) if plugin else lines[0]
+        if key not in self._seen:  # the whole traceback once per plugin; later steps get the line above
+            self._seen.add(key)
             print(first_error, file=sys.stderr, flush=True)
         if rate > self.max_error_rate:
             raise RewardErrorRateExceeded(

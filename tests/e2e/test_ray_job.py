@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,12 @@ def test_quickstart_as_a_ray_job(ray_cluster, tmp_path):
     submit = [RAY, "job", "submit", f"--address={address}", "--", RLPOST, "train", "quickstart", "run.steps=2",
               "data.n_eval_per_source=8", "algorithm.prompts_per_step=8", "run.progress_bar=false",
               f"run.output_dir={out}"]
-    result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent registers with the dashboard a little after `ray start` returns
+        result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        if "No available agent to submit job" not in result.stderr + result.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
     (run_dir,) = list(out.iterdir())
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -71,6 +71,17 @@ def test_load_by_entry_point(tmp_path, monkeypatch):
         load_reward("shoutt")
 
 
+def test_entry_point_plugin_runs_in_the_worker_child(tmp_path, monkeypatch):
+    from actors.reward import RewardSettings, RewardWorker
+    from rlpost.types import RewardRequest
+
+    make_entry_point(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    worker = RewardWorker(RewardSettings(["shout", "exact_match"]))
+    result = worker.score(RewardRequest(["p", "p"], ["YES", "no"], [[1], [2]], {"answer": ["YES", "yes"]}))
+    assert result.components == {"shout": [1.0, 0.0], "exact_match": [1.0, 0.0]} and result.rewards == [2.0, 0.0]
+
+
 def test_trl_reward_functions_load_unchanged(tmp_path):
     """The TRL docs' example (completions + **kwargs only) and TRL's own soft overlong punishment, from a file."""
     path = _plugin(tmp_path, """
@@ -109,6 +120,8 @@ def test_args_are_checked_against_the_signature(tmp_path):
     check_signature("p", fn, [], {"scale": 2.0})
     with pytest.raises(RewardPluginError, match=r"reward.args.fn sets \['sclae'\]"):
         check_signature("p:fn", fn, [], {"sclae": 2.0})
+    with pytest.raises(RewardPluginError, match="threshhold.*did you mean 'threshold'"):
+        check_signature("kimi_length_penalty", load_reward("kimi_length_penalty"), [], {"threshhold": 1})
     with pytest.raises(RewardPluginError, match="also dataset columns"):
         check_signature("p:fn", load_reward("exact_match"), ["answer"], {"answer": "x"})
 

@@ -45,13 +45,22 @@ def test_samples_without_reward_leave_their_group():
 def test_health_reports_and_stops_past_the_rate(capsys):
     health = RewardHealth(max_error_rate=0.25, on_error="skip")
     counts = {"completions": 8.0, "errors": 2.0, "skipped": 2.0, "retries": 1.0}
-    health.record(counts, "plugin 'x' raised:\nTraceback\nValueError: bad", "step 3")
+    health.record(counts, "reward plugin 'x' on 4 completion(s): raised:\nTraceback\nValueError: bad", "step 3")
     err = capsys.readouterr().err
-    assert "step 3: reward failed on 2 of 8 completions (25.0%" in err and "ValueError: bad" in err
-    health.record(counts, "plugin 'x' raised:\nTraceback\nValueError: bad", "step 3")
-    assert capsys.readouterr().err.count("ValueError: bad") == 0  # a traceback already shown is not repeated
+    assert "step 3: reward failed on 2 of 8 completions (25.0%" in err and "Traceback" in err
+    assert "first: reward plugin 'x': ValueError: bad" in err
+    health.record(counts, "reward plugin 'x' on 8 completion(s): raised:\nTraceback\nValueError: worse", "step 4")
+    err = capsys.readouterr().err  # the same plugin again: its traceback is not repeated, its last line is shown
+    assert "Traceback" not in err and "first: reward plugin 'x': ValueError: worse" in err
     metrics = health.metrics()
     assert metrics["reward_health/errors"] == 4.0 and metrics["reward_health/error_rate"] == 0.25
     assert health.metrics()["reward_health/error_rate"] == 0.0  # reset each step
     with pytest.raises(RewardErrorRateExceeded, match="(?s)3 of 8 .*max_error_rate=0.25.*ValueError: bad"):
         health.record({**counts, "errors": 3.0}, "plugin 'x' raised:\nValueError: bad", "step 4")
+
+
+def test_step_line_shows_reward_errors_only_when_there_are_some():
+    from rlpost.run import _step_line
+
+    assert "reward 0.5s (3 errors) train" in _step_line(1, {"reward_health/errors": 3.0, "time/reward": 0.5})
+    assert "errors" not in _step_line(1, {"reward_health/errors": 0.0})
