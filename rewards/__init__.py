@@ -16,8 +16,9 @@ from typing import Any
 
 from rewards.protocol import RUN_COLUMNS, RewardStyle, reward, style_of
 
-__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "RUN_COLUMNS", "RewardPluginError", "RewardStyle", "call_kwargs",
-           "check_output", "check_signature", "load_reward", "reward", "reward_name", "short_traceback", "style_of"]
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "REQUIRED_ARGS", "RUN_COLUMNS", "RewardPluginError", "RewardStyle",
+           "call_kwargs", "check_output", "check_signature", "installed_plugins", "load_reward", "reward",
+           "reward_name", "short_traceback", "style_of"]
 
 RewardFn = Callable[..., Sequence[Any]]
 
@@ -73,6 +74,11 @@ def _entry_points() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def installed_plugins() -> dict[str, str]:
+    """Reward functions installed by other packages under the `rlpost.rewards` entry-point group: name -> target."""
+    return {name: ep.value for name, ep in sorted(_entry_points().items())}
 
 
 def _load_target(spec: str, target: str) -> RewardFn:

@@ -1,4 +1,4 @@
-"""`rlpost` command line: train a recipe, print its resolved config, or list every recipe key and preset.
+"""`rlpost` command line: train a recipe, print its resolved config, or list every recipe key, preset and reward.
 
 Errors a user can fix (recipe keys, data, reward plugins, resources) print one clear message and exit 2, without a
 Python traceback unless RLPOST_DEBUG=1. Leaves out: `validate`, `eval` and `submit` (recipes/CLI issue).
@@ -50,7 +50,46 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
     presets.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    rewards = sub.add_parser("rewards", help="list the built-in reward functions and installed reward plugins")
+    rewards.add_argument("--markdown", action="store_true", help="print a markdown table")
     return parser
+
+
+def rewards_listing(markdown: bool = False) -> str:
+    """Every reward function a recipe can name without a path: built-ins, then installed entry points."""
+    from rewards import BUILTINS, RewardPluginError, installed_plugins, load_reward, style_of
+
+    rows = []
+    for name, where in [*BUILTINS.items(), *installed_plugins().items()]:
+        try:
+            fn = load_reward(name)
+            summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+            options = _options(fn)
+            summary += f" reward.args: {options}." if options else ""
+            style = style_of(fn)
+            kind = "group" if style.group else f"batch <= {style.batch_size}" if style.batch_size else "batch"
+        except RewardPluginError as err:
+            summary, kind = f"(cannot load: {str(err).splitlines()[0]})", "?"
+        rows.append((name, where, kind, summary))
+    if markdown:
+        return "\n".join(["| name | function | calls | what it does |", "|---|---|---|---|"]
+                         + [f"| `{n}` | `{w}` | {k} | {d} |" for n, w, k, d in rows])
+    return "\n".join(f"{n} ({w}, {k})\n" + textwrap.fill(d, 100, initial_indent="    ", subsequent_indent="    ")
+                     for n, w, k, d in rows)
+
+
+def _options(fn) -> str:
+    """A function's reward.args: its keyword parameters with defaults, the contract's and run columns left out."""
+    import inspect
+
+    from rewards import REQUIRED_ARGS, RUN_COLUMNS
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ""
+    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty
+                     and p.name not in REQUIRED_ARGS + RUN_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {PRESET_NOTES[name]}")
                 print("  " + ", ".join(f"algorithm.{k}={v}" for k, v in values.items()))
         return 0
+    if args.command == "rewards":
+        print(rewards_listing(args.markdown))
+        return 0
     from rewards import RewardPluginError
     from rlpost.data import DataError
+    from rlpost.scoring import RewardErrorRateExceeded
 
-    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError)
+    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded)
     try:
         from actors.placement import PlacementError
 

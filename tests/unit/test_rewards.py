@@ -155,3 +155,18 @@ def test_readme_plugin_example_works_as_written(tmp_path):
     assert fn(prompts=["q"] * 3, completions=["so 41 then 42", "7", "x"], completion_ids=[[1]] * 3,
               answer=["42", "8", "none"]) == [1.0, 0.0, None]
     assert config.reward.args["think_answer_format"]["think_prefilled"] is True
+
+
+def test_rewards_command_lists_builtins_styles_options_and_installed_plugins(tmp_path, monkeypatch):
+    from rewards import BUILTINS
+    from rlpost.cli import rewards_listing
+
+    make_entry_point(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = rewards_listing()
+    for name in [*BUILTINS, "shout"]:
+        assert f"\n{name} (" in f"\n{text}"
+    assert "kimi_length_penalty (rewards.length:kimi_length_penalty, group)" in text
+    assert "code_tests (rewards.code:code_tests, batch <= 8)" in text
+    assert "mode='mix'" in text and "shout (shout_plugin:score, batch)" in text
+    assert rewards_listing(markdown=True).startswith("| name | function | calls | what it does |")
