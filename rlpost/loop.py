@@ -139,8 +139,9 @@ class Trainer:
         return metrics
 
     def _filter_values(self, group: Group) -> list[float]:
+        """What must vary for DAPO to keep the group; an accuracy of None (NaN) is left out."""
         if self.config.algorithm.dynamic_sampling_metric == "accuracy":
-            return [s.accuracy for s in group.samples]
+            return [s.accuracy for s in group.samples if not math.isnan(s.accuracy)]
         return [s.reward for s in group.samples]
 
     def run_columns(self, step: int) -> dict[str, Any]:
