@@ -141,17 +141,20 @@ def _parameters(fn: RewardFn) -> tuple[set[str], set[str], bool] | None:
     return keyword, required, has_var_kw
 
 
-def check_signature(spec: str, fn: RewardFn, columns: Sequence[str], args: Mapping[str, Any] | None = None,
+def check_signature(spec: str, fn: RewardFn, columns: Sequence[str] | None, args: Mapping[str, Any] | None = None,
                     run_columns: Sequence[str] = RUN_COLUMNS) -> None:
-    """Fail before the first step if `fn` cannot be called with the keyword contract, these dataset columns, the
-    run columns this run provides and its `reward.args` entry: a missing argument or one args sets that it lacks."""
+    """Fail before the first step if `fn` cannot be called with the keyword contract, these dataset columns (None:
+    not known, e.g. `rlpost validate --offline`), the run columns this run provides and its `reward.args` entry: a
+    missing argument or one args sets that it lacks."""
     parsed = _parameters(fn)
     if parsed is None:
         return  # builtins without signatures: the first call will tell
     keyword, required, has_var_kw = parsed
     args = dict(args or {})
+    known = columns is not None
+    columns = list(columns or [])
     provided = set(REQUIRED_ARGS) | set(columns) | set(run_columns) | set(args)
-    missing = sorted(n for n in required if n not in provided)
+    missing = sorted(n for n in required if n not in provided and (known or n in RUN_COLUMNS))
     if missing:
         raise RewardPluginError(f"reward plugin {spec!r}: needs argument(s) {missing} that are not provided; "
                                 f"dataset columns: {sorted(columns)}; run columns: {list(run_columns)}; "

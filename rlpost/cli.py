@@ -1,7 +1,7 @@
 """`rlpost` command line: train a recipe, print its resolved config, or list every recipe key, preset and reward.
 
 Errors a user can fix (recipe keys, data, reward plugins, resources) print one clear message and exit 2, without a
-Python traceback unless RLPOST_DEBUG=1. Leaves out: `validate`, `eval` and `submit` (recipes/CLI issue).
+Python traceback unless RLPOST_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -46,6 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. run.steps=10")
     train.add_argument("--dry-run", action="store_true",
                        help="print the resolved config and check data and reward plugins, then exit")
+    validate = sub.add_parser(
+        "validate", help="check a recipe without starting actors: schema, plugins, data, model, resources",
+        description="Check RECIPE (with overrides) short of starting actors: the schema, the reward plugins "
+                    "(importable, callable, signatures against the data's columns), the data (columns, prompt "
+                    "lengths), the model and tokenizer, and the resources against the connected Ray cluster "
+                    "(resources.address or RAY_ADDRESS) or this machine. Exit 0 when everything holds.")
+    validate.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
+    validate.add_argument("overrides", nargs="*", metavar="key=value")
+    validate.add_argument("--offline", action="store_true",
+                          help="schema and reward plugins only (no data, model or cluster): for recipes meant for "
+                               "another machine, e.g. GPU recipes on a laptop")
+    submit = sub.add_parser(
+        "submit", help="run a recipe as a Ray job (ray job submit), without uploading outputs or caches",
+        description="Validate the recipe's schema and plugins here, then `ray job submit` it: the working directory "
+                    "is uploaded without runs/, .cache/, .venv/, .git/ and weights; a relative run.output_dir is "
+                    "made absolute so the run directory lands where you expect on a local or shared-filesystem "
+                    "cluster. Waits for the job and exits with its status unless --no-wait.")
+    submit.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
+    submit.add_argument("overrides", nargs="*", metavar="key=value")
+    submit.add_argument("--address", default=None,
+                        help="Ray job-submission address (default: RAY_ADDRESS if it is a URL, else "
+                             "http://127.0.0.1:8265)")
+    submit.add_argument("--python", default=sys.executable,
+                        help="the cluster's Python with rlpost installed (default: this interpreter's path)")
+    submit.add_argument("--working-dir", default=".", help="directory uploaded as the job's working directory")
+    submit.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
+    submit.add_argument("--cache-dir", default=None,
+                        help="RLPOST_CACHE_DIR for the job (built embedded model, JIT ops; default: this "
+                             "checkout's cache, useful when the cluster sees this filesystem; '' for none)")
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
@@ -123,6 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         config = load_config(args.recipe, args.overrides)
+        if args.command == "validate":
+            from rlpost.commands import validate
+
+            for line in validate(config, offline=args.offline):
+                print(f"[rlpost] ok: {line}", flush=True)
+            print(f"[rlpost] {args.recipe}: valid" + (" (offline: schema and plugins)" if args.offline else ""))
+            return 0
+        if args.command == "submit":
+            from rlpost.commands import default_address, submit, validate
+
+            validate(config, offline=True)
+            from actors.runtime import cache_dir
+
+            cache = str(cache_dir().resolve()) if args.cache_dir is None else args.cache_dir
+            return submit(args.recipe, args.overrides, config, args.address or default_address(), args.python,
+                          args.working_dir, wait=not args.no_wait, cache_dir=cache)
         if args.dry_run:
             print(to_yaml(config), end="")
             from rlpost.run import prepare

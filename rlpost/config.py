@@ -163,6 +163,11 @@ class ResourcesConfig:
     learner_cpus: float = doc("CPUs per learner rank", 1.0)
     learner_gpus: float = doc("GPUs per learner rank", 0.0)
     reward_cpus: float = doc("CPUs per reward worker", 1.0)
+    rollout_custom: dict[str, float] = doc("custom Ray resources per rollout actor, e.g. a node label given to "
+                                           "`ray start --resources` ({rollout_node: 1} puts vLLM on that node)",
+                                           factory=dict)
+    learner_custom: dict[str, float] = doc("custom Ray resources per learner rank (see rollout_custom)", factory=dict)
+    reward_custom: dict[str, float] = doc("custom Ray resources per reward worker (see rollout_custom)", factory=dict)
     strategy: str = doc("placement group strategy per role: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD", "PACK")
     placement_timeout_s: float = doc("seconds to wait for resources before failing with what is missing", 60.0)
     call_timeout_s: float = doc("timeout of every Ray call from the driver (a named error when it passes)", 900.0)

@@ -16,7 +16,7 @@ from rlpost.types import Prompt
 
 
 class DataError(ValueError):
-    """A dataset that cannot be used as configured."""
+    """A dataset (or the model's tokenizer that reads it) that cannot be used as configured."""
 
 
 def load_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
@@ -42,7 +42,11 @@ def load_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
         return rows
     from datasets import load_dataset
 
-    dataset = load_dataset(cfg.path, cfg.name or None, split=split)
+    try:
+        dataset = load_dataset(cfg.path, cfg.name or None, split=split)
+    except Exception as err:  # hub, network, missing split: one line naming the dataset, not a stack of frames
+        raise DataError(f"data.path {cfg.path!r} (name {cfg.name!r}, split {split!r}): cannot load the Hugging "
+                        f"Face dataset: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     if cfg.n_eval_per_source and split == cfg.eval_split:
         dataset = dataset.select(range(min(len(dataset), cfg.n_eval_per_source)))
     return [dict(row) for row in dataset]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlpost.config import RecipeError, RootConfig, to_yaml
-from rlpost.data import load_rows, per_source, to_prompts
+from rlpost.data import DataError, load_rows, per_source, to_prompts
 from rlpost.metrics import MetricsLog, accuracy_table, plot_run
 from rlpost.sampling import make_sampler
 
@@ -54,7 +54,10 @@ def prepare(config: RootConfig) -> dict[str, Any]:
     from rewards import RUN_COLUMNS, check_signature, load_reward, reward_name
 
     model_path = resolve_model_path(config)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise DataError(f"model.path {model_path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
     train = to_prompts(load_rows(config.data, config.data.train_split), config.data, tokenizer, "train")
     evaluation = []
     if config.data.eval_split:
@@ -90,7 +93,7 @@ def train(config: RootConfig) -> RunResult:
     run_dir = make_run_dir(config)
     print(f"[rlpost] run directory: {run_dir}", flush=True)
     from actors.build import build_components
-    from actors.placement import init_ray
+    from actors.placement import init_ray, placement_report
     from actors.runtime import actor_env_vars, configure_process_env
     from actors.weight_sync import make_weight_sync
     from rlpost.loop import Trainer
@@ -105,6 +108,11 @@ def train(config: RootConfig) -> RunResult:
           f"({config.rollout.num_engines} vLLM engine(s), {config.learner.world_size} DeepSpeed rank(s) "
           f"ZeRO-{config.learner.zero_stage}, {config.reward.num_workers} reward worker(s), sync={transport})",
           flush=True)
+    nodes = placement_report(parts.placements)
+    (run_dir / "placement.json").write_text(json.dumps(nodes, indent=2))
+    if len({n for ids in nodes.values() for n in ids}) > 1:
+        print("[rlpost] placement: " + ", ".join(f"{role} on node {'/'.join(sorted({n[:8] for n in ids}))}"
+                                                for role, ids in nodes.items()), flush=True)
     sync = make_weight_sync(transport, parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb,
                             config.resources.call_timeout_s)
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]

@@ -1,4 +1,6 @@
-"""The quickstart recipe submitted with `ray job submit` to a real local Ray cluster (`ray start --head`)."""
+"""The shipped two-node recipe (the quickstart with vLLM and the learner pinned to different nodes) submitted with
+`rlpost submit` (`ray job submit`) to a real two-node local Ray cluster: `ray start --head` plus a second node joined
+with `ray start --address`, each labelled with a custom resource."""
 
 from __future__ import annotations
 
@@ -24,26 +26,29 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
+def two_node_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = _free_port(), _free_port()
     temp = Path("/tmp") / f"rlpost-ray-{os.getpid()}"  # short: Ray's socket paths have a length limit
-    start = [RAY, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-             "--include-dashboard=true", "--num-cpus=6", f"--temp-dir={temp}", "--disable-usage-stats"]
-    subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
+    head = [RAY, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+            "--include-dashboard=true", "--num-cpus=3", '--resources={"rollout_node": 1}', f"--temp-dir={temp}",
+            "--disable-usage-stats"]
+    worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=3", '--resources={"learner_node": 2}',
+              "--disable-usage-stats"]
     try:
+        subprocess.run(head, check=True, env=env, capture_output=True, timeout=180)
+        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=180)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_quickstart_as_a_ray_job(ray_cluster, tmp_path):
-    address, env = ray_cluster
+def test_two_node_recipe_through_rlpost_submit(two_node_cluster, tmp_path):
+    address, env = two_node_cluster
     out = tmp_path / "runs"
-    submit = [RAY, "job", "submit", f"--address={address}", "--", RLPOST, "train", "quickstart", "run.steps=2",
-              "data.n_eval_per_source=8", "algorithm.prompts_per_step=8", "run.progress_bar=false",
-              f"run.output_dir={out}"]
+    submit = [RLPOST, "submit", "two_node", "run.steps=2", "data.n_eval_per_source=8", "algorithm.prompts_per_step=8",
+              "run.progress_bar=false", f"run.output_dir={out}", f"--address={address}", f"--working-dir={REPO}"]
     deadline = time.monotonic() + 120
     while True:  # the head's job agent registers with the dashboard a little after `ray start` returns
         result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
@@ -55,3 +60,24 @@ def test_quickstart_as_a_ray_job(ray_cluster, tmp_path):
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "reward/mean" in r] == [1, 2]
     assert (run_dir / "final" / "model.safetensors").is_file()
+    placement = json.loads((run_dir / "placement.json").read_text())
+    assert len(placement["rollout"]) == 1 and len(placement["learner"]) == 2
+    assert not set(placement["rollout"]) & set(placement["learner"]), placement  # vLLM and DeepSpeed apart
+    assert len({*placement["rollout"], *placement["learner"]}) == 2 and "placement: rollout on node" in result.stdout
+
+
+def test_submit_uploads_no_outputs_or_caches(tmp_path):
+    """The command `rlpost submit` runs: excludes, absolute run directory, quoted overrides (no cluster needed)."""
+    from rlpost.commands import UPLOAD_EXCLUDES, submit_command
+    from rlpost.config import load_config
+
+    overrides = ["reward.functions=[exact_match, my.py:fn]"]
+    command = submit_command("quickstart", overrides, load_config("quickstart"), "http://h:8265", "/py", ".",
+                             cache_dir="/c")
+    env = json.loads(command[command.index("--") - 1].split("=", 1)[1])
+    assert env["working_dir"] == "." and env["excludes"] == UPLOAD_EXCLUDES and env["env_vars"] == {
+        "RLPOST_CACHE_DIR": "/c"}
+    assert {"runs", ".cache", ".venv", ".git"} <= set(UPLOAD_EXCLUDES)
+    entry = command[command.index("--") + 1:]
+    assert entry[:6] == ["/py", "-m", "rlpost.cli", "train", "quickstart", overrides[0]]
+    assert entry[6:] == [f"run.output_dir={Path.cwd() / 'runs'}"]

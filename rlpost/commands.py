@@ -1,0 +1,106 @@
+"""`rlpost validate` and `rlpost submit`: everything that can go wrong with a recipe found in seconds, and the
+recipe handed to `ray job submit` with an upload that leaves run directories and caches behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlpost.config import RootConfig
+
+# Never uploaded with a job: outputs, caches, environments and VCS data (the job gets the code and recipes only).
+UPLOAD_EXCLUDES = [".git", ".venv", "venv", ".cache", "runs", "__pycache__", "*.egg-info", ".pytest_cache",
+                   ".ruff_cache", "*.safetensors", "*.bin", "*.pt"]
+
+
+def validate(config: RootConfig, offline: bool = False) -> list[str]:
+    """Every check short of starting actors; returns one line per check that passed, raises on the first failure.
+
+    Offline (for recipes meant for another machine, e.g. GPU ones): the schema and the reward plugins (importable,
+    callable, reward.args accepted) only. Otherwise also the data (columns, prompt lengths), the model and tokenizer,
+    the plugins' signatures against the data's columns, and the resources against the connected Ray cluster
+    (resources.address or RAY_ADDRESS) or, with none, this machine.
+    """
+    from rewards import RUN_COLUMNS, check_signature, load_reward, reward_name
+
+    lines = [f"schema: ok ({len(config.reward.functions)} reward function(s), {config.run.steps} steps)"]
+    run_columns = [c for c in RUN_COLUMNS if c != "length_budget" or config.sampler.budget_initial]
+    if offline:
+        for spec in config.reward.functions:
+            check_signature(spec, load_reward(spec), None, config.reward.args.get(reward_name(spec)), run_columns)
+        lines.append(f"reward plugins: importable and callable: {list(config.reward.functions)}")
+        return lines
+    from rlpost.run import prepare
+
+    setup = prepare(config)  # data, tokenizer, plugin signatures against the data's columns, sampler sources
+    columns = sorted(setup["train"][0].columns)
+    lines.append(f"data: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts; columns "
+                 f"{columns}")
+    lines.append(f"reward plugins: {list(config.reward.functions)} accept those columns")
+    lines.append(f"model and tokenizer: {setup['model_path']}")
+    lines.append(resources_line(config))
+    return lines
+
+
+def resources_line(config: RootConfig) -> str:
+    """Check the recipe's resources against the connected cluster, or this machine when there is none."""
+    from actors.placement import check_feasible, role_bundles
+
+    address = config.resources.address or os.environ.get("RAY_ADDRESS", "")
+    needs: dict[str, float] = {}
+    for bundles in role_bundles(config).values():
+        for bundle in bundles:
+            for key, value in bundle.items():
+                needs[key] = needs.get(key, 0.0) + value
+    wanted = ", ".join(f"{v:g} {k}" for k, v in sorted(needs.items()))
+    if address:
+        import ray
+
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        try:
+            check_feasible(config)
+        finally:
+            ray.shutdown()
+        return f"resources: {wanted} fit the Ray cluster at {address}"
+    from actors.placement import local_resources
+
+    machine = local_resources(config)
+    check_feasible(config, machine, [machine])
+    return f"resources: {wanted} fit a local Ray on this machine ({machine.get('GPU', 0):g} GPU)"
+
+
+def submit_command(recipe: str, overrides: list[str], config: RootConfig, address: str, python: str,
+                   working_dir: str, wait: bool = True, cache_dir: str = "") -> list[str]:
+    """The `ray job submit` command line for a recipe: working directory uploaded without outputs and caches, run
+    directory made absolute (on the submitting machine's path, so a local or shared-filesystem cluster writes where
+    the user looks), entrypoint run by `python` (the cluster's interpreter with rlpost installed)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    output = Path(config.run.output_dir)
+    extra = [] if output.is_absolute() else [f"run.output_dir={(Path.cwd() / output).resolve()}"]
+    runtime_env: dict[str, Any] = {"working_dir": working_dir, "excludes": UPLOAD_EXCLUDES}
+    if cache_dir:  # built artefacts (embedded model, JIT ops) are not uploaded; reuse them where the cluster sees them
+        runtime_env["env_vars"] = {"RLPOST_CACHE_DIR": cache_dir}
+    # `ray job submit` quotes each word after '--' for the shell, so overrides with spaces or brackets survive
+    return [ray, "job", "submit", f"--address={address}", f"--runtime-env-json={json.dumps(runtime_env)}",
+            *([] if wait else ["--no-wait"]), "--", python, "-m", "rlpost.cli", "train", recipe, *overrides, *extra]
+
+
+def submit(recipe: str, overrides: list[str], config: RootConfig, address: str, python: str, working_dir: str,
+           wait: bool = True, cache_dir: str = "") -> int:
+    """Run `ray job submit`; returns its exit code (non-zero when the job failed)."""
+    command = submit_command(recipe, overrides, config, address, python, working_dir, wait, cache_dir)
+    print(f"[rlpost] submitting to {address}: {shlex.join(command[command.index('--') + 1:])}", flush=True)
+    return subprocess.run(command, env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")},
+                          check=False).returncode
+
+
+def default_address() -> str:
+    """The job-submission address: RAY_ADDRESS when it is an http(s) URL, else the local dashboard's."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    return address if address.startswith(("http://", "https://")) else "http://127.0.0.1:8265"
