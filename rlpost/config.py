@@ -35,15 +35,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = doc("where prompts come from: 'embedded' (synthetic suite), 'jsonl' (local file) or 'hf' "
-                      "(a Hugging Face dataset)", "embedded")
-    path: str = doc("jsonl file (may contain '{split}') or Hugging Face dataset id (unused for 'embedded')", "")
+    source: str = doc("where prompts come from: 'embedded' (synthetic suite), 'jsonl' or 'parquet' (local file) "
+                      "or 'hf' (a Hugging Face dataset)", "embedded")
+    path: str = doc("jsonl/parquet file (may contain '{split}') or Hugging Face dataset id (unused for 'embedded')",
+                    "")
     name: str = doc("Hugging Face dataset configuration name (e.g. 'main' for gsm8k)", "")
     train_split: str = doc("split name for training prompts ('hf' and 'embedded')", "train")
     eval_split: str = doc("split name for held-out evaluation ('hf' and 'embedded'); empty disables eval", "test")
     prompt_key: str = doc("column holding the prompt text", "prompt")
     answer_key: str = doc("column holding the reference answer, passed to reward functions", "answer")
     source_key: str = doc("column holding the distribution tag (data_source)", "data_source")
+    columns: dict[str, str] = doc("rename columns before use: {name rlpost and reward functions see: column in the "
+                                  "data}, e.g. {answer: solution}", factory=dict)
+    chat_template: str = doc("'auto': wrap each prompt in the tokenizer's chat template when it has one (and always "
+                             "for prompts given as message lists); 'none': tokenize the text as is", "auto")
+    system_prompt: str = doc("system message put before each prompt when a chat template is applied", "")
     n_train_per_source: int = doc("embedded suite: training prompts generated per distribution", 2000)
     n_eval_per_source: int = doc("embedded suite / eval: held-out prompts per distribution (0 = all)", 200)
     max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48)
@@ -252,7 +258,6 @@ class RecipeError(ValueError):
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model.dtype": ("float32", "bfloat16"),
-    "data.source": ("embedded", "jsonl", "hf"),
     "algorithm.preset": ("", "grpo", "dr_grpo", "dapo", "gspo"),
     "algorithm.baseline": ("mean", "rloo"),
     "algorithm.advantage_std": ("group", "batch", "none"),
@@ -269,6 +274,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "learner.zero_stage": (0, 1, 2, 3),
     "learner.backend": ("auto", "gloo", "nccl"),
     "sync.transport": ("auto", "cpu", "nccl", "ipc"),
+    "data.source": ("embedded", "jsonl", "parquet", "hf"),
+    "data.chat_template": ("auto", "none"),
     "resources.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 
@@ -309,6 +316,7 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
         merged = _merge(OmegaConf.structured(RootConfig), {"algorithm": PRESETS[preset]}, f"preset {preset!r}")
         for layer, origin in layers:
             merged = _merge(merged, layer, origin)
+    _check_required(layers)
     try:
         OmegaConf.resolve(merged)
         config: RootConfig = OmegaConf.to_object(merged)
@@ -317,6 +325,38 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raise RecipeError(f"{recipe}: key '{key}': {_first_line(err)}") from None
     _check_choices(config, f"{recipe}" + (" with command-line overrides" if overrides else ""))
     return config
+
+
+def _check_required(layers: list[tuple[Any, str]]) -> None:
+    """A key a recipe sets to `???` (e.g. a base recipe's model.path) must be given by a later recipe or the command
+    line; OmegaConf's merge would otherwise keep the schema default silently."""
+    required: dict[str, str] = {}
+    for layer, origin in layers:
+        given, missing = _leaf_keys(layer)
+        for key in given:
+            required.pop(key, None)
+        required.update(dict.fromkeys(missing, origin))
+    if required:
+        key, origin = next(iter(required.items()))
+        raise RecipeError(f"{origin}: key '{key}' is required ('???') but no later recipe or key=value override "
+                          f"sets it" + (f" (also missing: {sorted(required)[1:]})" if len(required) > 1 else ""))
+
+
+def _leaf_keys(layer: Any, prefix: str = "") -> tuple[list[str], list[str]]:
+    """Dotted keys of the values a layer sets, and of those it marks '???' (nodes only: nothing is resolved)."""
+    from omegaconf import DictConfig
+
+    given: list[str] = []
+    missing: list[str] = []
+    for key in layer.keys() if isinstance(layer, DictConfig) else []:
+        node = layer._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing():
+            sub_given, sub_missing = _leaf_keys(node, f"{prefix}{key}.")
+            given += sub_given
+            missing += sub_missing
+        else:
+            (missing if node._is_missing() else given).append(f"{prefix}{key}")
+    return given, missing
 
 
 def _recipe_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[Any, str]]:
@@ -373,6 +413,9 @@ def _check_choices(config: RootConfig, origin: str) -> None:
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
     _check_reward(config.reward, origin)
+    if config.data.source != "embedded" and not config.data.path:
+        raise RecipeError(f"{origin}: key 'data.path' is required when data.source is {config.data.source!r} "
+                          "(a jsonl/parquet file, may contain '{split}', or a Hugging Face dataset id)")
     for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
                 "rollout.num_engines", "reward.num_workers", "reward.chunk_size", "learner.micro_batch_size",
                 "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds",

@@ -1,8 +1,9 @@
-"""Prompt datasets: the embedded synthetic suite, local jsonl files, or Hugging Face datasets, as `Prompt` lists.
+"""Prompt datasets: the embedded synthetic suite, local jsonl or parquet files, or Hugging Face datasets, as
+`Prompt` lists.
 
 Every problem is reported, never silently fixed: a missing column names the column and the ones that exist, and
-prompts over the token limit are counted and shown. Leaves out: chat templates and column mapping beyond the three
-named keys (recipes/CLI issue).
+prompts over the token limit are counted and shown. Columns can be renamed (data.columns) and prompts wrapped in
+the tokenizer's chat template (data.chat_template, data.system_prompt).
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ class DataError(ValueError):
 
 
 def load_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
-    """Raw rows of one split."""
+    """Rows of one split, with data.columns renames applied."""
+    rows = _raw_rows(cfg, split)
+    if cfg.columns and rows:
+        absent = sorted(old for old in cfg.columns.values() if old not in rows[0])
+        if absent:
+            raise DataError(f"data.columns renames {absent}, which split {split!r} does not have; columns: "
+                            f"{sorted(rows[0])}")
+        renamed = {old: new for new, old in cfg.columns.items()}
+        rows = [{renamed.get(k, k): v for k, v in row.items()} for row in rows]
+    return rows
+
+
+def _raw_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
     if cfg.source == "embedded":
         from rlpost.embedded.tasks import make_suite
 
@@ -40,6 +53,16 @@ def load_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{number}: not valid JSON ({err})") from None
         return rows
+    if cfg.source == "parquet":
+        path = Path(cfg.path.format(split=split))
+        if not path.is_file():
+            raise DataError(f"data.path: parquet file not found: {path}")
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as err:
+            raise DataError(f"{path}: not a readable parquet file ({type(err).__name__}: {err})") from None
     from datasets import load_dataset
 
     try:
@@ -62,8 +85,7 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
                             f"columns: {sorted(rows[0])}")
     prompts, too_long = [], []
     for uid, row in enumerate(rows):
-        text = str(row[cfg.prompt_key])
-        ids = tokenizer(text)["input_ids"]
+        text, ids = encode_prompt(row[cfg.prompt_key], cfg, tokenizer)
         if len(ids) > cfg.max_prompt_tokens:
             too_long.append((uid, len(ids)))
         columns = {k: v for k, v in row.items() if k != cfg.prompt_key}
@@ -78,6 +100,27 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
                         f"{cfg.max_prompt_tokens} (longest {worst} tokens, first at row {too_long[0][0]}); "
                         "raise the limit or filter the data — prompts are never cut silently")
     return prompts
+
+
+def encode_prompt(prompt: Any, cfg: DataConfig, tokenizer: Any) -> tuple[str, list[int]]:
+    """(text reward functions see, token ids vLLM continues). A prompt is a string or a list of chat messages
+    ({role, content}); it goes through the tokenizer's chat template when data.chat_template is 'auto' and the
+    tokenizer has one (message lists need one), with data.system_prompt first."""
+    messages = prompt if isinstance(prompt, list) else None
+    text = str(prompt) if messages is None else "\n".join(str(m.get("content", "")) for m in messages)
+    templated = cfg.chat_template == "auto" and getattr(tokenizer, "chat_template", None)
+    if messages is not None and not templated:
+        raise DataError(f"data.{cfg.prompt_key!r} holds chat messages but the tokenizer has no chat template "
+                        f"(data.chat_template={cfg.chat_template!r}); give plain-text prompts or a chat model")
+    if not templated:
+        return text, list(tokenizer(text)["input_ids"])
+    chat = list(messages) if messages is not None else [{"role": "user", "content": text}]
+    if cfg.system_prompt and not any(m.get("role") == "system" for m in chat):
+        chat.insert(0, {"role": "system", "content": cfg.system_prompt})
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
+        ids = ids["input_ids"]
+    return text, list(ids)
 
 
 def _which(cfg: DataConfig, key: str) -> str:

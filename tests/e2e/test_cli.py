@@ -87,3 +87,24 @@ def test_help_lists_documented_keys():
     result = run_cli("train", "--help", timeout=60)
     assert result.returncode == 0
     assert "rollout.samples_per_prompt" in result.stdout and "G: completions sampled per prompt" in result.stdout
+
+
+def test_validate_passes_on_every_shipped_recipe(capsys):
+    """Recipes needing GPUs or labelled nodes are checked offline (schema and plugins); the rest fully."""
+    from rlpost.cli import main
+    from rlpost.config import load_config, shipped_recipes
+
+    for name in shipped_recipes():
+        res = load_config(name).resources
+        offline = bool(res.rollout_gpus or res.learner_gpus or res.rollout_custom or res.learner_custom
+                       or res.reward_custom)
+        assert main(["validate", name, *(["--offline"] if offline else [])]) == 0, name
+        out = capsys.readouterr().out
+        assert f"{name}: valid" in out and ("resources:" in out) != offline, out
+
+
+def test_more_gpus_than_exist_fails_before_any_actor_starts():
+    result = run_cli("train", "quickstart", "resources.learner_gpus=4", timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "resources.learner_gpus=4 x learner.world_size=2" in result.stderr
+    assert "actors ready" not in result.stdout and "Traceback" not in result.stderr

@@ -42,6 +42,8 @@ def test_config_is_frozen():
     ("defaults: [missing.yaml]\n", ["missing.yaml", "not found"]),
     ("- just\n- a list\n", ["mapping"]),
     ("reward:\n  on_error: ignore\n", ["'reward.on_error'", "'skip'"]),
+    ("model:\n  path: ???\n", ["key 'model.path' is required"]),
+    ("data:\n  source: jsonl\n", ["key 'data.path' is required when data.source is 'jsonl'"]),
     ("reward:\n  functions: [exact_match, x.py:exact_match]\n", ["two functions named ['exact_match']"]),
     ("reward:\n  args: {boxed_math: {mode: mix}}\n", ["'reward.args' names ['boxed_math']", "exact_match"]),
     ("reward:\n  args: {exact_match: 3}\n", ["'reward.args.exact_match' must be a mapping"]),
@@ -83,3 +85,11 @@ def test_reward_args_and_fixed_error_score_load(tmp_path):
     assert config.reward.on_error == "-1"
     assert dict(config.reward.args["boxed_math"]) == {"mode": "independent", "format_penalty": -0.5,
                                                       "wrong_boxed": -0.25}
+
+
+def test_required_value_given_by_a_child_recipe(tmp_path):
+    _write(tmp_path, "base.yaml", "model:\n  path: ???\nrun:\n  steps: 7\n")
+    child = _write(tmp_path, "child.yaml", "defaults: [base]\nmodel:\n  path: /models/x\n")
+    config = load_config(child)
+    assert config.model.path == "/models/x" and config.run.steps == 7
+    assert load_config(tmp_path / "base.yaml", ["model.path=/m"]).model.path == "/m"

@@ -1,0 +1,64 @@
+"""Datasets: local parquet and jsonl files, column renames, chat templates, and the errors for each misuse."""
+
+import dataclasses
+import json
+
+import pytest
+
+from rlpost.config import load_config
+from rlpost.data import DataError, load_rows, to_prompts
+from rlpost.embedded.tokenizer import build_tokenizer
+
+ROWS = [{"question": "1+2=", "solution": "3", "level": "easy"}, {"question": "10+20=", "solution": "30",
+                                                                 "level": "hard"}]
+
+
+def _data(tmp_path, source, **extra):
+    path = str(tmp_path / f"{{split}}.{source}")
+    return dataclasses.replace(load_config("quickstart").data, source=source, path=path, prompt_key="question",
+                               answer_key="answer", source_key="level", columns={"answer": "solution"}, **extra)
+
+
+def test_parquet_and_jsonl_give_the_same_prompts_with_renamed_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "train.parquet")
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS))
+    tokenizer = build_tokenizer()
+    seen = []
+    for source in ("parquet", "jsonl"):
+        cfg = _data(tmp_path, source)
+        prompts = to_prompts(load_rows(cfg, "train"), cfg, tokenizer, "train")
+        seen.append([(p.text, p.answer, p.data_source, p.columns["answer"], p.token_ids) for p in prompts])
+    assert seen[0] == seen[1]
+    assert [(t, a, s) for t, a, s, _, _ in seen[0]] == [("1+2=", "3", "easy"), ("10+20=", "30", "hard")]
+
+
+def test_bad_rename_and_missing_file_are_named(tmp_path):
+    cfg = dataclasses.replace(_data(tmp_path, "jsonl"), columns={"answer": "sol"})
+    (tmp_path / "train.jsonl").write_text(json.dumps(ROWS[0]))
+    with pytest.raises(DataError, match=r"data.columns renames \['sol'\].*columns: \['level', 'question'"):
+        load_rows(cfg, "train")
+    with pytest.raises(DataError, match="parquet file not found"):
+        load_rows(_data(tmp_path, "parquet"), "train")
+
+
+def test_chat_template_wraps_prompts_with_the_system_message():
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}{{ m.role[0] }}:{{ m.content }};{% endfor %}"
+                               "{% if add_generation_prompt %}a:{% endif %}")
+    cfg = dataclasses.replace(load_config("quickstart").data, system_prompt="be brief")
+    rows = [{"prompt": "1+2=", "answer": "3"}, {"prompt": [{"role": "user", "content": "2+2="}], "answer": "4"}]
+    wrapped = to_prompts(rows, cfg, tokenizer, "train")
+    decoded = [tokenizer.decode(p.token_ids, skip_special_tokens=True) for p in wrapped]
+    assert decoded == ["s:be brief;u:1+2=;a:", "s:be brief;u:2+2=;a:"]
+    assert [p.text for p in wrapped] == ["1+2=", "2+2="]
+    plain = to_prompts(rows[:1], dataclasses.replace(cfg, chat_template="none"), tokenizer, "train")
+    assert tokenizer.decode(plain[0].token_ids, skip_special_tokens=True) == "1+2="
+
+
+def test_message_prompts_need_a_chat_template():
+    cfg = load_config("quickstart").data
+    with pytest.raises(DataError, match="chat messages but the tokenizer has no chat template"):
+        to_prompts([{"prompt": [{"role": "user", "content": "1+2="}], "answer": "3"}], cfg, build_tokenizer(), "x")
