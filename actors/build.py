@@ -106,14 +106,7 @@ class RewardClient:
         self.worst_call_s = worst_call_s  # one chunk's worst case: retries and one-by-one isolation included
 
     def score(self, request: RewardRequest) -> RewardResult:
-        chunks, lo, size = [], 0, 0
-        for a, b in request.groups():
-            size += b - a
-            if size >= self.chunk_size:
-                chunks.append((lo, b))
-                lo, size = b, 0
-        if size:
-            chunks.append((lo, len(request.completions)))
+        chunks = request.chunks(self.chunk_size)
         refs = [self.handles[i % len(self.handles)].score.remote(request.slice(a, b))
                 for i, (a, b) in enumerate(chunks)]
         # Each worker enforces its own per-call timeouts; the driver's bound only guards against a dead actor.

@@ -75,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--cache-dir", default=None,
                         help="RLPOST_CACHE_DIR for the job (built embedded model, JIT ops; default: this "
                              "checkout's cache, useful when the cluster sees this filesystem; '' for none)")
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a checkpoint on a recipe's data: greedy accuracy and pass@k per data_source",
+        description="Evaluate CHECKPOINT (a Hugging Face directory, e.g. a run's final/, or a hub id) on RECIPE's "
+                    "data (data.eval_split, data.n_eval_per_source prompts per source) with RECIPE's reward "
+                    "functions, in this process: vLLM for generation, a reward worker for scoring. Greedy accuracy "
+                    "uses run.eval_max_new_tokens; sampled metrics use the rollout settings (temperature, top_p, "
+                    "max_new_tokens); pass@k is the unbiased estimator over --samples completions per prompt.")
+    evaluate.add_argument("checkpoint", help="model directory or Hugging Face model id")
+    evaluate.add_argument("recipe", help="recipe file or shipped recipe name (data and reward sections are used)")
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[1, 4], help="pass@k for these k (default 1 4)")
+    evaluate.add_argument("--samples", type=int, default=0, help="completions per prompt (default: the largest k)")
+    evaluate.add_argument("--split", default=None, help="dataset split (default: data.eval_split)")
+    evaluate.add_argument("--out", default=None, help="write the results as JSON to this file")
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
@@ -158,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             for line in validate(config, offline=args.offline):
                 print(f"[rlpost] ok: {line}", flush=True)
             print(f"[rlpost] {args.recipe}: valid" + (" (offline: schema and plugins)" if args.offline else ""))
+            return 0
+        if args.command == "eval":
+            from rlpost.evaluate import run_eval
+
+            if min(args.k) < 1:
+                raise RecipeError(f"--k must be at least 1, got {args.k}")
+            run_eval(config, args.checkpoint, sorted(set(args.k)), args.samples, args.split, args.out)
             return 0
         if args.command == "submit":
             from rlpost.commands import default_address, submit, validate

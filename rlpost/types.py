@@ -90,6 +90,18 @@ class RewardRequest:
             raise ValueError(f"group_sizes add up to {lo}, not {len(self.completions)} completions")
         return bounds
 
+    def chunks(self, size: int) -> list[tuple[int, int]]:
+        """[lo, hi) bounds of consecutive whole groups holding about `size` completions each (at least one group)."""
+        chunks, lo, count = [], 0, 0
+        for a, b in self.groups():
+            count += b - a
+            if count >= size:
+                chunks.append((lo, b))
+                lo, count = b, 0
+        if count:
+            chunks.append((lo, len(self.completions)))
+        return chunks
+
     def slice(self, lo: int, hi: int) -> RewardRequest:
         """Completions lo:hi, which must start and end on group boundaries."""
         bounds = [(a - lo, b - lo) for a, b in self.groups() if lo <= a and b <= hi]

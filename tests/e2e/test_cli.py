@@ -108,3 +108,18 @@ def test_more_gpus_than_exist_fails_before_any_actor_starts():
     assert result.returncode == 2, result.stderr[-2000:]
     assert "resources.learner_gpus=4 x learner.world_size=2" in result.stderr
     assert "actors ready" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_eval_reproduces_the_runs_greedy_accuracy_and_reports_pass_at_k(quickstart_run, tmp_path):
+    out = tmp_path / "eval.json"
+    result = run_cli("eval", str(quickstart_run / "final"), "quickstart", "data.n_eval_per_source=16", "--k", "1",
+                     "4", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())["results"]
+    after = json.loads((quickstart_run / "eval.json").read_text())["after"]
+    assert set(report) == set(after)
+    for source, accuracy in after.items():  # the same greedy decoding of the same weights on the same prompts
+        assert report[source]["greedy_acc"] == pytest.approx(accuracy), source
+    for row in report.values():
+        assert 0.0 <= row["pass@1"] <= row["pass@4"] <= 1.0
+    assert "pass@4" in result.stdout and "greedy_acc" in result.stdout

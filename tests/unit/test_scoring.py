@@ -64,3 +64,16 @@ def test_step_line_shows_reward_errors_only_when_there_are_some():
 
     assert "reward 0.5s (3 errors) train" in _step_line(1, {"reward_health/errors": 3.0, "time/reward": 0.5})
     assert "errors" not in _step_line(1, {"reward_health/errors": 0.0})
+
+
+def test_pass_at_k_matches_its_definition():
+    from itertools import combinations
+
+    from rlpost.evaluate import pass_at_k
+
+    outcomes = [1, 0, 0, 1, 0]  # n = 5, c = 2: the share of 2-subsets holding a success, counted directly
+    subsets = list(combinations(outcomes, 2))
+    assert pass_at_k(5, 2, 2) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4) and pass_at_k(5, 0, 3) == 0.0 and pass_at_k(5, 3, 3) == 1.0
+    with pytest.raises(ValueError, match="at least 4"):
+        pass_at_k(3, 1, 4)
