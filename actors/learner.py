@@ -49,8 +49,9 @@ def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: to
 
 
 def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:
-    """DeepSpeed config: the caller owns accumulation (one `step()` per optimizer step, any number of backwards)."""
-    return {
+    """DeepSpeed config: the caller owns accumulation (one `step()` per optimizer step, any number of backwards);
+    learner.deepspeed is merged over it key by key."""
+    base = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": 1,
         "managed_gradient_accumulation": False,
@@ -61,6 +62,18 @@ def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    return deep_merge(base, dict(cfg.deepspeed))
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra`'s values over it; nested dicts merge instead of replacing each other."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class LearnerWorker:

@@ -149,6 +149,9 @@ class LearnerConfig:
     micro_batch_size: int = doc("sequences per forward/backward on one rank", 64)
     backend: str = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
     seed: int = doc("torch seed of the learner ranks", 0)
+    deepspeed: dict[str, Any] = doc("extra DeepSpeed config merged over the generated one (nested keys merge), e.g. "
+                                    "{zero_optimization: {offload_optimizer: {device: cpu}}}; batch sizes and "
+                                    "accumulation stay rlpost's", factory=dict)
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,10 @@ class RootConfig:
 class RecipeError(ValueError):
     """A recipe or override that does not fit the schema; the message names the key path and the file."""
 
+
+# DeepSpeed keys rlpost derives itself (the learner owns accumulation): learner.deepspeed may not set them.
+DEEPSPEED_OWNED = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps",
+                   "managed_gradient_accumulation")
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model.dtype": ("float32", "bfloat16"),
@@ -413,6 +420,10 @@ def _check_choices(config: RootConfig, origin: str) -> None:
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
     _check_reward(config.reward, origin)
+    owned = sorted(set(DEEPSPEED_OWNED) & set(config.learner.deepspeed))
+    if owned:
+        raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "
+                          "learner.micro_batch_size and algorithm.updates_per_batch)")
     if config.data.source != "embedded" and not config.data.path:
         raise RecipeError(f"{origin}: key 'data.path' is required when data.source is {config.data.source!r} "
                           "(a jsonl/parquet file, may contain '{split}', or a Hugging Face dataset id)")

@@ -93,3 +93,15 @@ def test_required_value_given_by_a_child_recipe(tmp_path):
     config = load_config(child)
     assert config.model.path == "/models/x" and config.run.steps == 7
     assert load_config(tmp_path / "base.yaml", ["model.path=/m"]).model.path == "/m"
+
+
+def test_deepspeed_extra_config_merges_over_the_generated_one():
+    from actors.learner import ds_config
+
+    config = load_config("quickstart", ["learner.deepspeed={zero_optimization: {offload_optimizer: {device: cpu}}, "
+                                        "gradient_clipping: 0.5}"])
+    ds = ds_config(config.learner, "float32")
+    assert ds["zero_optimization"] == {"stage": 1, "offload_optimizer": {"device": "cpu"}}
+    assert ds["gradient_clipping"] == 0.5 and ds["train_micro_batch_size_per_gpu"] == config.learner.micro_batch_size
+    with pytest.raises(RecipeError, match="learner.deepspeed' sets \\['train_batch_size'\\]"):
+        load_config("quickstart", ["learner.deepspeed={train_batch_size: 8}"])
