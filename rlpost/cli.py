@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import textwrap
+from typing import Any
 
 from rlpost.config import RecipeError, all_fields, load_config, shipped_recipes, to_yaml
 
@@ -32,39 +33,41 @@ def keys_markdown() -> str:
     return "\n".join(lines)
 
 
+def _recipe_command(sub: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand taking RECIPE and key=value overrides."""
+    parser = sub.add_parser(name, help=help, **kwargs)
+    parser.add_argument("recipe", help="recipe file, or the name of a shipped recipe (e.g. quickstart)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. run.steps=10")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlpost", description="Reinforcement-learning post-training (GRPO) on Ray + vLLM + DeepSpeed.",
         epilog=f"shipped recipes: {', '.join(shipped_recipes())}. Example: rlpost train quickstart run.steps=20",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser(
-        "train", help="train a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+    train = _recipe_command(
+        sub, "train", "train a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train RECIPE (a YAML file or a shipped recipe name) with optional key=value overrides.",
         epilog=_keys_help())
-    train.add_argument("recipe", help="recipe file, or the name of a shipped recipe (e.g. quickstart)")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. run.steps=10")
     train.add_argument("--dry-run", action="store_true",
                        help="print the resolved config and check data and reward plugins, then exit")
-    validate = sub.add_parser(
-        "validate", help="check a recipe without starting actors: schema, plugins, data, model, resources",
+    validate = _recipe_command(
+        sub, "validate", "check a recipe without starting actors: schema, plugins, data, model, resources",
         description="Check RECIPE (with overrides) short of starting actors: the schema, the reward plugins "
                     "(importable, callable, signatures against the data's columns), the data (columns, prompt "
                     "lengths), the model and tokenizer, and the resources against the connected Ray cluster "
                     "(resources.address or RAY_ADDRESS) or this machine. Exit 0 when everything holds.")
-    validate.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
-    validate.add_argument("overrides", nargs="*", metavar="key=value")
     validate.add_argument("--offline", action="store_true",
                           help="schema and reward plugins only (no data, model or cluster): for recipes meant for "
                                "another machine, e.g. GPU recipes on a laptop")
-    submit = sub.add_parser(
-        "submit", help="run a recipe as a Ray job (ray job submit), without uploading outputs or caches",
+    submit = _recipe_command(
+        sub, "submit", "run a recipe as a Ray job (ray job submit), without uploading outputs or caches",
         description="Validate the recipe's schema and plugins here, then `ray job submit` it: the working directory "
                     "is uploaded without runs/, .cache/, .venv/, .git/ and weights; a relative run.output_dir is "
                     "made absolute so the run directory lands where you expect on a local or shared-filesystem "
                     "cluster. Waits for the job and exits with its status unless --no-wait.")
-    submit.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
-    submit.add_argument("overrides", nargs="*", metavar="key=value")
     submit.add_argument("--address", default=None,
                         help="Ray job-submission address (default: RAY_ADDRESS if it is a URL, else "
                              "http://127.0.0.1:8265)")
