@@ -96,6 +96,12 @@ class LearnerClient:
     def save_hf(self, path: str) -> None:
         call([h.save_hf.remote(path) for h in self.handles], "learner.save_hf", self.timeout_s)
 
+    def save_state(self, path: str) -> None:
+        call([h.save_state.remote(path) for h in self.handles], "learner.save_state", self.timeout_s)
+
+    def load_state(self, path: str) -> None:
+        call([h.load_state.remote(path) for h in self.handles], "learner.load_state", self.timeout_s)
+
 
 class RewardClient:
     """Cuts a reward request into chunks of whole prompt groups (about `chunk_size` completions), deals them to the

@@ -312,6 +312,18 @@ class LearnerWorker:
             shutil.rmtree(path)
         os.replace(tmp, path)
 
+    def save_state(self, path: str) -> None:
+        """DeepSpeed checkpoint of this rank (weights, optimizer, scheduler, ZeRO partitions) under `path`; a
+        collective: every rank calls it."""
+        self.engine.save_checkpoint(path, tag="state", save_latest=False)
+
+    def load_state(self, path: str) -> None:
+        """Restore what save_state wrote (every rank)."""
+        loaded, _ = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        if loaded is None:
+            raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed checkpoint under {path}")
+
     def ping(self) -> int:
         return self.rank
 

@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         print(rewards_listing(args.markdown))
         return 0
     from rewards import RewardPluginError
+    from rlpost.checkpoint import ResumeError
     from rlpost.data import DataError
     from rlpost.scoring import RewardErrorRateExceeded
 
-    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded)
+    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError)
     try:
         from actors.placement import PlacementError
 

@@ -241,6 +241,17 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = doc("save a checkpoint (learner state with optimizer, driver state, Hugging Face weights) every N "
+                     "steps (0 = never; SIGTERM still saves one)", 0)
+    keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2)
+    on_sigterm: bool = doc("on SIGTERM, finish the step in flight, save a checkpoint and stop", True)
+    resume: str = doc("'auto': continue the newest run directory of run.name under run.output_dir from its newest "
+                      "complete checkpoint; or a run directory or checkpoint path; '' starts fresh (`resume=auto` "
+                      "works as a short form)", "")
+
+
+@dataclass(frozen=True)
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -253,6 +264,7 @@ class RootConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 class RecipeError(ValueError):
@@ -282,6 +294,8 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"command line: override {item!r} is not of the form key=value")
+        if item.startswith("resume="):  # the short form users type
+            item = "checkpoint." + item
         layers.append((OmegaConf.from_dotlist([item]), f"command line ({item})"))
     merged = OmegaConf.structured(RootConfig)
     for layer, origin in layers:

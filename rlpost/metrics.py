@@ -17,14 +17,15 @@ from typing import Any
 class MetricsLog:
     """Append one JSON line per step (and mirror scalars, and lists as histograms, to TensorBoard when enabled)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool, purge_step: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a")
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            # on resume, TensorBoard hides the interrupted run's events from purge_step on (they are redone)
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}

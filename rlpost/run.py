@@ -2,7 +2,7 @@
 
 Everything that can be checked before actors start is checked first (recipe, data, reward plugins, resources),
 so a mistake costs seconds. Ray and the actor classes are imported lazily: `rlpost` imports without them.
-Leaves out: resume from checkpoints (checkpoint issue).
+Resumes from checkpoints (rlpost/checkpoint.py) when checkpoint.resume is set.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlpost import checkpoint as checkpoints
 from rlpost.config import RecipeError, RootConfig, to_yaml
 from rlpost.data import DataError, load_rows, per_source, to_prompts
 from rlpost.metrics import MetricsLog, accuracy_table, plot_run
@@ -90,7 +91,15 @@ def make_run_dir(config: RootConfig) -> Path:
 def train(config: RootConfig) -> RunResult:
     """Run the recipe; prints one line per step, the before/after table, and returns where the outputs are."""
     setup = prepare(config)
-    run_dir = make_run_dir(config)
+    resume: dict[str, Any] | None = None
+    if config.checkpoint.resume:
+        run_dir, checkpoint = checkpoints.find_resume(config)
+        checkpoints.check_same_recipe(run_dir, config)
+        resume = {**checkpoints.load_driver_state(checkpoint), "path": checkpoint}
+        checkpoints.truncate_metrics(run_dir, resume["step"])
+        print(f"[rlpost] resuming {run_dir} from {checkpoint.name}", flush=True)
+    else:
+        run_dir = make_run_dir(config)
     print(f"[rlpost] run directory: {run_dir}", flush=True)
     from actors.build import build_components
     from actors.placement import init_ray, placement_report
@@ -118,17 +127,28 @@ def train(config: RootConfig) -> RunResult:
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
     trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, None, probe,
                       parts.rollout.sequence_logprobs)
-    log = MetricsLog(run_dir, config.run.tensorboard)
+    log = MetricsLog(run_dir, config.run.tensorboard, purge_step=resume["step"] + 1 if resume else None)
     try:
-        train_prompts, first = setup["train"], {"sync/probe_max_abs_diff": trainer.probe()}
-        if config.sampler.rif_k:
-            train_prompts, rif_metrics = _rif_filter(config, trainer, train_prompts)
-            first.update(rif_metrics)
-        trainer.sampler = make_sampler(config, train_prompts, config.run.seed)
-        log.log(0, first)
-        before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
-        _print_eval("before training", before)
-        steps, seconds = _train_loop(config, trainer, log, setup["eval"])
+        if resume:
+            train_prompts, before = _restore(config, trainer, parts.learner, setup["train"], resume)
+        else:
+            train_prompts, first = setup["train"], {"sync/probe_max_abs_diff": trainer.probe()}
+            if config.sampler.rif_k:
+                train_prompts, rif_metrics = _rif_filter(config, trainer, train_prompts)
+                first.update(rif_metrics)
+            trainer.sampler = make_sampler(config, train_prompts, config.run.seed)
+            log.log(0, first)
+            before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
+            _print_eval("before training", before)
+
+        def save(step: int) -> Path:
+            state = {"sampler": trainer.sampler.state_dict(), "allocator": trainer.allocator.state_dict(),
+                     "prompt_uids": [p.uid for p in train_prompts], "before": before}
+            return checkpoints.save(run_dir, step, parts.learner, state, config.checkpoint.keep_last)
+
+        steps, seconds = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0, save)
+        if steps < 0:  # stopped by SIGTERM with a checkpoint: no final eval or weights, the run is not over
+            return RunResult(run_dir, before, {}, -steps, seconds)
         after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
         _print_eval("after training", after)
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
@@ -143,6 +163,24 @@ def train(config: RootConfig) -> RunResult:
     plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
     print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
     return RunResult(run_dir, before, after, steps, seconds)
+
+
+def _restore(config: RootConfig, trainer: Any, learner: Any, prompts: list, state: dict[str, Any],
+             ) -> tuple[list, dict[str, float]]:
+    """Put a resumed run back where its checkpoint left it: learner state (then into vLLM), the training prompts,
+    sampler and allocator state. Returns the training prompts and the before-training eval."""
+    learner.load_state(str(state["path"] / "learner"))
+    trainer.weight_sync.sync()
+    by_uid = {p.uid: p for p in prompts}
+    missing = [u for u in state["prompt_uids"] if u not in by_uid]
+    if missing:
+        raise checkpoints.ResumeError(f"the checkpoint trains on {len(missing)} prompt(s) this data no longer has "
+                                      f"(first uid {missing[0]}); resume with the same data")
+    kept = [by_uid[u] for u in state["prompt_uids"]]
+    trainer.sampler = make_sampler(config, kept, config.run.seed)
+    trainer.sampler.load_state_dict(state["sampler"])
+    trainer.allocator.load_state_dict(state["allocator"])
+    return kept, state["before"]
 
 
 def _rif_filter(config: RootConfig, trainer: Any, prompts: list) -> tuple[list, dict[str, float]]:
@@ -163,15 +201,23 @@ def _rif_filter(config: RootConfig, trainer: Any, prompts: list) -> tuple[list, 
     return kept, metrics
 
 
-def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts: list) -> tuple[int, float]:
+def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts: list, first_step: int,
+                save: Any) -> tuple[int, float]:
+    """Steps first_step+1 .. run.steps; checkpoints every checkpoint.every steps, and on SIGTERM after the step in
+    flight, then stops. Returns (last step, seconds); the step is negated when SIGTERM stopped the run."""
+    import signal
+
     from tqdm import tqdm
 
     start = time.perf_counter()
     limit = config.run.max_train_minutes * 60
-    bar = tqdm(total=config.run.steps, desc="train", unit="step", disable=not config.run.progress_bar,
-               file=sys.stderr, dynamic_ncols=True)
-    step = 0
-    for step in range(1, config.run.steps + 1):
+    bar = tqdm(total=config.run.steps, initial=first_step, desc="train", unit="step",
+               disable=not config.run.progress_bar, file=sys.stderr, dynamic_ncols=True)
+    stop: list[int] = []
+    if config.checkpoint.on_sigterm:
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+    step = first_step
+    for step in range(first_step + 1, config.run.steps + 1):
         metrics = trainer.step(step)
         if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
             metrics.update({f"eval/{k}": v for k, v in trainer.evaluate(eval_prompts).items()})
@@ -179,6 +225,15 @@ def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts:
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", step_s=f"{metrics['time/step']:.1f}")
         tqdm.write(_step_line(step, metrics), file=sys.stdout)
+        every = config.checkpoint.every
+        if (every and step % every == 0) or stop:
+            path = save(step)
+            tqdm.write(f"[rlpost] checkpoint: {path}", file=sys.stdout)
+        if stop:
+            tqdm.write(f"[rlpost] SIGTERM: stopped after step {step} with a checkpoint; continue with "
+                       f"`rlpost train ... resume=auto`", file=sys.stdout)
+            bar.close()
+            return -step, time.perf_counter() - start
         if limit and time.perf_counter() - start > limit:
             tqdm.write(f"[rlpost] run.max_train_minutes={config.run.max_train_minutes} reached after step {step}")
             break
