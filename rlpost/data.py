@@ -85,6 +85,10 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
                             f"columns: {sorted(rows[0])}")
     prompts, too_long = [], []
     for uid, row in enumerate(rows):
+        absent = [k for k in (cfg.prompt_key, cfg.answer_key) if k not in row or row[k] is None]
+        if absent:
+            raise DataError(f"split {split!r}: row {uid} has no value in column(s) {absent}; every row needs "
+                            f"data.prompt_key and data.answer_key")
         text, ids = encode_prompt(row[cfg.prompt_key], cfg, tokenizer)
         if len(ids) > cfg.max_prompt_tokens:
             too_long.append((uid, len(ids)))

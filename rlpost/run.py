@@ -59,6 +59,7 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as err:
         raise DataError(f"model.path {model_path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
+    check_vocabulary(model_path, tokenizer, config.model.trust_remote_code)
     train = to_prompts(load_rows(config.data, config.data.train_split), config.data, tokenizer, "train")
     evaluation = []
     if config.data.eval_split:
@@ -74,6 +75,20 @@ def prepare(config: RootConfig) -> dict[str, Any]:
     except ValueError as err:
         raise RecipeError(f"sampler section: {err}") from None
     return {"model_path": model_path, "tokenizer": tokenizer, "train": train, "eval": evaluation}
+
+
+def check_vocabulary(model_path: str, tokenizer: Any, trust_remote_code: bool = False) -> None:
+    """A tokenizer whose ids run past the model's embedding rows would crash (or silently wrap) mid-run: refuse it."""
+    from transformers import AutoConfig
+
+    try:
+        rows = getattr(AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code), "vocab_size", None)
+    except (OSError, ValueError) as err:
+        raise DataError(f"model.path {model_path!r}: cannot read its config: {str(err).splitlines()[0]}") from None
+    if rows is not None and len(tokenizer) > rows:
+        raise DataError(f"model.path {model_path!r}: its tokenizer has {len(tokenizer)} tokens but the model's "
+                        f"embedding has {rows} rows, so token ids >= {rows} have no embedding; use the tokenizer "
+                        "saved with the model")
 
 
 def make_run_dir(config: RootConfig) -> Path:

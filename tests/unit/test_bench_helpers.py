@@ -42,3 +42,10 @@ def test_bench_scripts_explain_themselves(script):
     out = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--seeds" in out and "paired" in out
+
+
+def test_soak_slope_is_mib_per_hundred_steps():
+    from soak_memory import slope
+
+    assert slope([(10, 100.0), (20, 101.0), (30, 102.0)]) == pytest.approx(10.0)
+    assert slope([(10, 50.0), (20, 50.0), (30, 50.0)]) == 0.0

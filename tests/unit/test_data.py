@@ -62,3 +62,34 @@ def test_message_prompts_need_a_chat_template():
     cfg = load_config("quickstart").data
     with pytest.raises(DataError, match="chat messages but the tokenizer has no chat template"):
         to_prompts([{"prompt": [{"role": "user", "content": "1+2="}], "answer": "3"}], cfg, build_tokenizer(), "x")
+
+
+def test_empty_data_and_a_row_missing_its_answer_are_named():
+    cfg = load_config("quickstart").data
+    with pytest.raises(DataError, match="split 'train' of data source 'embedded' is empty"):
+        to_prompts([], cfg, build_tokenizer(), "train")
+    rows = [{"prompt": "1+2=", "answer": "3"}, {"prompt": "2+2="}]
+    with pytest.raises(DataError, match=r"row 1 has no value in column\(s\) \['answer'\]"):
+        to_prompts(rows, cfg, build_tokenizer(), "train")
+
+
+def test_prompts_over_the_limit_are_reported_not_cut():
+    cfg = dataclasses.replace(load_config("quickstart").data, max_prompt_tokens=6)
+    rows = [{"prompt": "1+2=", "answer": "3"}, {"prompt": "123+456=", "answer": "579"}]
+    with pytest.raises(DataError, match=r"1 of 2 prompts exceed data.max_prompt_tokens=6 \(longest 9 tokens, first "
+                                        r"at row 1\)"):
+        to_prompts(rows, cfg, build_tokenizer(), "train")
+
+
+def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path):
+    from transformers import LlamaConfig
+
+    from rlpost.run import check_vocabulary
+
+    tokenizer = build_tokenizer()
+    LlamaConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "ok")
+    check_vocabulary(str(tmp_path / "ok"), tokenizer)
+    LlamaConfig(vocab_size=len(tokenizer) - 10).save_pretrained(tmp_path / "small")
+    with pytest.raises(DataError, match=f"tokenizer has {len(tokenizer)} tokens but the model's embedding has "
+                                        f"{len(tokenizer) - 10} rows"):
+        check_vocabulary(str(tmp_path / "small"), tokenizer)
