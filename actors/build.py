@@ -7,6 +7,8 @@ error saying which actor and which phase. Leaves out: replacing dead actors mid-
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,10 @@ from rlpost.types import GenerationRequest, LearnerBatch, RewardRequest, RewardR
 
 class ActorCallError(RuntimeError):
     """A Ray call failed or timed out; the message names the role, the method and the cause."""
+
+
+class ActorDiedError(ActorCallError):
+    """The actor serving a call died (killed, out of memory, node lost)."""
 
 
 def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
@@ -33,7 +39,7 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
         cause = err.cause if getattr(err, "cause", None) is not None else err
         raise ActorCallError(f"{what} failed: {type(cause).__name__}: {cause}") from cause
     except RayActorError as err:
-        raise ActorCallError(f"{what}: the actor died ({err})") from None
+        raise ActorDiedError(f"{what}: the actor died ({err})") from None
 
 
 class RolloutClient:
@@ -105,21 +111,41 @@ class LearnerClient:
 
 class RewardClient:
     """Cuts a reward request into chunks of whole prompt groups (about `chunk_size` completions), deals them to the
-    workers in turn and joins the results in order."""
+    workers in turn and joins the results in order. A worker actor that dies (OOM killer, node loss) is replaced
+    through `factory(slot)` and its chunks are scored again on the new one; the replacement is counted."""
 
-    def __init__(self, handles: list[Any], timeout_s: float, chunk_size: int, worst_call_s: float) -> None:
+    def __init__(self, handles: list[Any], timeout_s: float, chunk_size: int, worst_call_s: float,
+                 factory: Callable[[int], Any] | None = None) -> None:
         self.handles, self.timeout_s, self.chunk_size = handles, timeout_s, chunk_size
         self.worst_call_s = worst_call_s  # one chunk's worst case: retries and one-by-one isolation included
+        self.factory = factory
 
     def score(self, request: RewardRequest) -> RewardResult:
-        chunks = request.chunks(self.chunk_size)
-        refs = [self.handles[i % len(self.handles)].score.remote(request.slice(a, b))
-                for i, (a, b) in enumerate(chunks)]
+        import ray
+
+        chunks = [request.slice(a, b) for a, b in request.chunks(self.chunk_size)]
+        k = len(self.handles)
+        sent = [(self.handles[i % k], self.handles[i % k].score.remote(c)) for i, c in enumerate(chunks)]
         # Each worker enforces its own per-call timeouts; the driver's bound only guards against a dead actor.
-        per_worker = -(-len(chunks) // len(self.handles))
-        merged = RewardResult(rewards=[], components={})
-        for result in call(refs, "reward.score", self.timeout_s + per_worker * self.worst_call_s):
+        bound = self.timeout_s + -(-len(chunks) // k) * self.worst_call_s
+        merged, replaced = RewardResult(rewards=[], components={}), 0
+        for i, (handle, ref) in enumerate(sent):
+            try:
+                result = call([ref], "reward.score", bound)[0]
+            except ActorDiedError:
+                if self.factory is None:
+                    raise
+                slot = i % k
+                if self.handles[slot] is handle:  # not replaced yet by an earlier chunk of the same worker
+                    ray.kill(handle, no_restart=True)
+                    self.handles[slot] = self.factory(slot)
+                    replaced += 1
+                    print(f"[rlpost] warning: reward worker {slot} died; replaced, its chunks scored again",
+                          file=sys.stderr, flush=True)
+                result = call([self.handles[slot].score.remote(chunks[i])],
+                              f"reward.score (worker {slot} replaced after it died)", bound)[0]
             merged.extend(result)
+        merged.replaced_workers = replaced
         return merged
 
 
@@ -160,13 +186,17 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
     rollouts = [rollout_cls.options(**placements["rollout"].options(i)).remote(
         model_path, config.model, config.rollout, i, transport) for i in range(config.rollout.num_engines)]
     settings = RewardSettings.from_config(config.reward)
-    rewards = [reward_cls.options(**placements["reward"].options(i)).remote(settings)
-               for i in range(config.reward.num_workers)]
+
+    def reward_worker(slot: int) -> Any:
+        return reward_cls.options(**placements["reward"].options(slot)).remote(settings)
+
+    rewards = [reward_worker(i) for i in range(config.reward.num_workers)]
 
     addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
     return Components(RolloutClient(rollouts, timeout), LearnerClient(learners, timeout),
-                      RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward)),
+                      RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward),
+                                   reward_worker),
                       rollouts, learners, placements)

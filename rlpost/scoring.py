@@ -54,7 +54,7 @@ def apply_result(groups: list[Group], result: RewardResult) -> tuple[list[Group]
             kept.append(group)
     health = {"completions": float(len(result.rewards)), "errors": float(result.errors), "skipped": float(skipped),
               "unscored": float(unscored), "retries": float(result.retries), "timeouts": float(result.timeouts),
-              "crashes": float(result.crashes)}
+              "crashes": float(result.crashes), "replaced_workers": float(result.replaced_workers)}
     return kept, health
 
 

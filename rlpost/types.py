@@ -122,6 +122,7 @@ class RewardResult:
     retries: int = 0
     timeouts: int = 0
     crashes: int = 0
+    replaced_workers: int = 0  # reward-worker actors that died and were replaced while scoring this request
 
     @property
     def errors(self) -> int:
@@ -137,6 +138,7 @@ class RewardResult:
         self.retries += other.retries
         self.timeouts += other.timeouts
         self.crashes += other.crashes
+        self.replaced_workers += other.replaced_workers
 
 
 @dataclass

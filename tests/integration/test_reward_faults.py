@@ -22,6 +22,12 @@ SIGNAL = Path(__file__).parent / "signal_reward.py"
 FAULTY = '''
 import hashlib
 
+def slow(prompts, completions, completion_ids, **kw):
+    import time
+    time.sleep(0.5)
+    return [1.0] * len(completions)
+
+
 def fails_on_some(prompts, completions, completion_ids, **kw):
     """Raises when any completion hashes to 0 mod 4 (about a quarter of them)."""
     for c in completions:
@@ -49,9 +55,11 @@ def faulty_config(stack, tmp_path_factory):
 def _pool(config):
     import ray
 
-    handles = [ray.remote(RewardWorker).options(num_cpus=0).remote(RewardSettings.from_config(config.reward))
-               for _ in range(config.reward.num_workers)]
-    return RewardClient(handles, 300, config.reward.chunk_size, 300)
+    def worker(slot: int):
+        return ray.remote(RewardWorker).options(num_cpus=0).remote(RewardSettings.from_config(config.reward))
+
+    return RewardClient([worker(i) for i in range(config.reward.num_workers)], 300, config.reward.chunk_size, 300,
+                        worker)
 
 
 def _trainer(config, parts, prompts, pool):
@@ -93,3 +101,26 @@ def test_run_stops_past_the_error_rate(stack, faulty_config):
     trainer = _trainer(strict, parts, prompts, _pool(strict))
     with pytest.raises(RewardErrorRateExceeded, match="(?s)max_error_rate=0.01.*fails_on_some.*cannot parse"):
         trainer.step(2)
+
+
+def test_a_reward_worker_killed_mid_scoring_is_replaced(stack, faulty_config, tmp_path):
+    import threading
+
+    import ray
+
+    _, parts, _, prompts = stack
+    path = tmp_path / "slow.py"
+    path.write_text(FAULTY)
+    config = dataclasses.replace(faulty_config, reward=dataclasses.replace(
+        faulty_config.reward, functions=[f"{path}:slow"], chunk_size=2))
+    pool = _pool(config)
+    victim = pool.handles[1]
+    groups = [Group(p, s) for p, s in zip(prompts[:6], parts.rollout.generate(
+        [GenerationRequest(p.uid, p.token_ids, 2, 8, 1.0, 1.0, 200 + i) for i, p in enumerate(prompts[:6])]))]
+    killer = threading.Timer(0.8, lambda: ray.kill(victim, no_restart=True))  # while its chunks are queued
+    killer.start()
+    result = pool.score(build_request(groups, {"step": 1}))
+    killer.join()
+    assert result.rewards == [1.0] * 12 and result.errors == 0
+    assert result.replaced_workers == 1 and pool.handles[1] is not victim
+    assert pool.score(build_request(groups, {"step": 2})).replaced_workers == 0  # the new worker serves

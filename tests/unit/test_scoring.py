@@ -39,7 +39,7 @@ def test_samples_without_reward_leave_their_group():
     assert [s.text for g in kept for s in g.samples] == ["c00", "c20"]
     assert kept[1].samples[0].reward_components == {"acc": 0.5}
     assert health == {"completions": 5.0, "errors": 2.0, "skipped": 2.0, "unscored": 1.0, "retries": 2.0,
-                      "timeouts": 0.0, "crashes": 0.0}
+                      "timeouts": 0.0, "crashes": 0.0, "replaced_workers": 0.0}
 
 
 def test_health_reports_and_stops_past_the_rate(capsys):
