@@ -43,21 +43,44 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
 
 
 class RolloutClient:
-    """Spreads generation requests over the vLLM engines (round-robin by prompt)."""
+    """Spreads generation requests over the vLLM engines (round-robin by prompt). An engine whose actor dies is
+    replaced through `factory(slot)` (in place in `handles`, the list the weight sync also holds), given the
+    learner's current weights through `resync()`, and asked again; `replaced` counts it."""
 
-    def __init__(self, handles: list[Any], timeout_s: float) -> None:
-        self.handles, self.timeout_s = handles, timeout_s
+    def __init__(self, handles: list[Any], timeout_s: float, factory: Callable[[int], Any] | None = None) -> None:
+        self.handles, self.timeout_s, self.factory = handles, timeout_s, factory
+        self.resync: Callable[[], Any] | None = None  # set once the weight sync exists (rlpost/run.py)
+        self.replaced = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         k = len(self.handles)
-        parts = [requests[i::k] for i in range(k)]
-        results = call([h.generate.remote(p) for h, p in zip(self.handles, parts) if p], "rollout.generate",
-                       self.timeout_s)
+        parts = [(i, requests[i::k]) for i in range(k) if requests[i::k]]
+        sent = [(i, self.handles[i], self.handles[i].generate.remote(p)) for i, p in parts]
         merged: list[list[Sample]] = [[] for _ in requests]
-        for i, result in enumerate(results):
+        for (i, part), (_, handle, ref) in zip(parts, sent):
+            try:
+                result = call([ref], "rollout.generate", self.timeout_s)[0]
+            except ActorDiedError:
+                if self.factory is None or self.resync is None:
+                    raise
+                self._replace(i, handle)
+                result = call([self.handles[i].generate.remote(part)],
+                              f"rollout.generate (engine {i} replaced after it died)", self.timeout_s)[0]
             for j, samples in enumerate(result):
                 merged[i + j * k] = samples
         return merged
+
+    def _replace(self, slot: int, dead: Any) -> None:
+        import ray
+
+        assert self.factory is not None and self.resync is not None
+        ray.kill(dead, no_restart=True)
+        print(f"[rlpost] warning: vLLM engine {slot} died; starting a new one and re-syncing weights",
+              file=sys.stderr, flush=True)
+        self.handles[slot] = self.factory(slot)
+        call([self.handles[slot].ping.remote()], f"rollout start (replacement engine {slot})", self.timeout_s)
+        self.resync()
+        self.replaced += 1
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
         """Per engine, the logprobs of the sequences (the probe compares every engine)."""
@@ -183,8 +206,11 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
     learners = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
         r, config.learner.world_size, config.model, config.learner, model_path, config.algorithm.kl_coef != 0)
         for r in range(config.learner.world_size)]
-    rollouts = [rollout_cls.options(**placements["rollout"].options(i)).remote(
-        model_path, config.model, config.rollout, i, transport) for i in range(config.rollout.num_engines)]
+    def rollout_engine(slot: int) -> Any:
+        return rollout_cls.options(**placements["rollout"].options(slot)).remote(
+            model_path, config.model, config.rollout, slot, transport)
+
+    rollouts = [rollout_engine(i) for i in range(config.rollout.num_engines)]
     settings = RewardSettings.from_config(config.reward)
 
     def reward_worker(slot: int) -> Any:
@@ -196,7 +222,9 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
-    return Components(RolloutClient(rollouts, timeout), LearnerClient(learners, timeout),
+    # A replacement engine can be given weights by the CPU transport only (NCCL/IPC groups are set up once).
+    rollout_factory = rollout_engine if transport == "cpu" else None
+    return Components(RolloutClient(rollouts, timeout, rollout_factory), LearnerClient(learners, timeout),
                       RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward),
                                    reward_worker),
                       rollouts, learners, placements)

@@ -139,6 +139,7 @@ def train(config: RootConfig) -> RunResult:
                                                 for role, ids in nodes.items()), flush=True)
     sync = make_weight_sync(transport, parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb,
                             config.resources.call_timeout_s)
+    parts.rollout.resync = sync.sync  # a replaced vLLM engine gets the learner's current weights
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
     trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, None, probe,
                       parts.rollout.sequence_logprobs)
