@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,13 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
     try:
-        return ray.get(refs, timeout=timeout_s)
+        deadline, pending = time.monotonic() + timeout_s, list(refs)
+        while pending:  # fail as soon as any call fails, not when the slowest (maybe stuck on the failed one) ends
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise GetTimeoutError
+            ray.get(ready[0])
+        return ray.get(refs)
     except GetTimeoutError:
         raise ActorCallError(f"{what}: no answer within {timeout_s:.0f}s (resources.call_timeout_s)") from None
     except RayTaskError as err:

@@ -14,7 +14,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from actors.runtime import configure_process_env
+from actors.runtime import configure_process_env, injected_fault
 
 configure_process_env()
 
@@ -182,6 +182,7 @@ class LearnerWorker:
         ZeRO-2/3 reduce gradients inside each backward. Old logprobs (and reference logprobs) come from this
         learner before the first update. Returns weighted sums the driver adds up over ranks.
         """
+        injected_fault(f"learner.train.rank{self.rank}")
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(shard.rows(lo, hi) if hi > lo else shard.masked_row(),
                                        self.cfg.micro_batch_size), micro_batches)

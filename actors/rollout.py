@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from actors.runtime import configure_process_env, has_cuda
+from actors.runtime import configure_process_env, has_cuda, injected_fault
 
 configure_process_env()
 
@@ -73,6 +73,7 @@ class RolloutWorker:
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         """Completions for each request, in request order."""
+        injected_fault("rollout.generate")
         from vllm import SamplingParams
 
         prompts = [{"prompt_token_ids": r.token_ids} for r in requests]

@@ -38,7 +38,8 @@ def configure_process_env() -> None:
 
 
 FORWARDED = ("DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY",
-             "HF_HUB_DISABLE_PROGRESS_BARS", "VLLM_LOGGING_LEVEL", "PYTHONWARNINGS", "RAY_AUTH_MODE")
+             "HF_HUB_DISABLE_PROGRESS_BARS", "VLLM_LOGGING_LEVEL", "PYTHONWARNINGS", "RAY_AUTH_MODE",
+             "RLPOST_INJECT_FAULT")
 
 
 def actor_env_vars() -> dict[str, str]:
@@ -46,3 +47,25 @@ def actor_env_vars() -> dict[str, str]:
     env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
     env["RLPOST_CACHE_DIR"] = str(cache_dir().resolve())
     return env
+
+
+_FAULT_CALLS: dict[str, int] = {}
+
+
+def injected_fault(point: str) -> None:
+    """Chaos testing: when RLPOST_INJECT_FAULT names this call point as `point:action[@n]` (e.g.
+    'rollout.generate:hang', 'learner.train.rank1:exit@3'), misbehave at its n-th call (default the first) the way
+    clusters do: 'hang' never returns, 'exit' kills the process. Unset (always, outside resilience tests), nothing."""
+    spec = os.environ.get("RLPOST_INJECT_FAULT", "")
+    if not spec or spec.split(":")[0] != point:
+        return
+    action, _, nth = (spec.split(":", 1)[1] if ":" in spec else "hang").partition("@")
+    _FAULT_CALLS[point] = _FAULT_CALLS.get(point, 0) + 1
+    if _FAULT_CALLS[point] != int(nth or 1):
+        return
+    if action == "exit":
+        os._exit(17)
+    import time
+
+    while True:
+        time.sleep(3600)

@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     from rewards import RewardPluginError
     from rlpost.checkpoint import ResumeError
     from rlpost.data import DataError
+    from rlpost.run import RunStopped
     from rlpost.scoring import RewardErrorRateExceeded
 
-    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError)
+    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError, RunStopped)
     try:
         from actors.placement import PlacementError
 

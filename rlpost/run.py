@@ -21,6 +21,10 @@ from rlpost.metrics import MetricsLog, accuracy_table, plot_run
 from rlpost.sampling import make_sampler
 
 
+class RunStopped(RuntimeError):
+    """An actor that cannot be replaced (a learner rank) died; the message names the last checkpoint."""
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -116,7 +120,7 @@ def train(config: RootConfig) -> RunResult:
     else:
         run_dir = make_run_dir(config)
     print(f"[rlpost] run directory: {run_dir}", flush=True)
-    from actors.build import build_components
+    from actors.build import ActorDiedError, build_components
     from actors.placement import init_ray, placement_report
     from actors.runtime import actor_env_vars, configure_process_env
     from actors.weight_sync import make_weight_sync
@@ -162,7 +166,13 @@ def train(config: RootConfig) -> RunResult:
                      "prompt_uids": [p.uid for p in train_prompts], "before": before}
             return checkpoints.save(run_dir, step, parts.learner, state, config.checkpoint.keep_last)
 
-        steps, seconds = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0, save)
+        try:
+            steps, seconds = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0, save)
+        except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
+            done = checkpoints.complete_checkpoints(run_dir)
+            where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
+            raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
+                             "`resume=auto`.") from None
         if steps < 0:  # stopped by SIGTERM with a checkpoint: no final eval or weights, the run is not over
             return RunResult(run_dir, before, {}, -steps, seconds)
         after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}

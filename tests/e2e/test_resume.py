@@ -58,3 +58,16 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
     (run_a,), (run_b,) = list(alone.iterdir()), list(killed.iterdir())
     assert json.loads((run_a / "eval.json").read_text())["after"] == json.loads((run_b / "eval.json").read_text())[
         "after"]
+
+
+def test_a_dead_learner_rank_stops_the_run_with_a_resumable_checkpoint(tmp_path):
+    out = tmp_path / "runs"
+    result = run_cli("train", *ARGS, f"run.output_dir={out}", timeout=900,
+                     env={"RLPOST_INJECT_FAULT": "learner.train.rank1:exit@3"})  # rank 1 dies in step 3
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "learner.train: the actor died" in result.stderr and "Traceback" not in result.stderr
+    assert "the last checkpoint is" in result.stderr and "step_000002" in result.stderr
+    assert "resume=auto" in result.stderr
+    result = run_cli("train", *ARGS, f"run.output_dir={out}", "resume=auto", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "from step_000002" in result.stdout and 4 in _metrics(out)
