@@ -82,7 +82,7 @@ class RolloutClient:
 
         assert self.factory is not None and self.resync is not None
         ray.kill(dead, no_restart=True)
-        print(f"[rlpost] warning: vLLM engine {slot} died; starting a new one and re-syncing weights",
+        print(f"[rlpost] warning: vLLM engine {slot} died; it is replaced by a new one with the learner's weights",
               file=sys.stderr, flush=True)
         self.handles[slot] = self.factory(slot)
         call([self.handles[slot].ping.remote()], f"rollout start (replacement engine {slot})", self.timeout_s)

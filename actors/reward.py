@@ -138,6 +138,9 @@ class RewardWorker:
     # ---- scoring -------------------------------------------------------------------------------------------------
     def score(self, request: RewardRequest) -> RewardResult:
         """Score one chunk; every function in recipe order, each seeing the earlier ones' values as `components`."""
+        from actors.runtime import injected_fault
+
+        injected_fault("reward.score")
         from rewards import RewardPluginError
 
         n = len(request.completions)

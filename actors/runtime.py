@@ -54,8 +54,9 @@ _FAULT_CALLS: dict[str, int] = {}
 
 def injected_fault(point: str) -> None:
     """Chaos testing: when RLPOST_INJECT_FAULT names this call point as `point:action[@n]` (e.g.
-    'rollout.generate:hang', 'learner.train.rank1:exit@3'), misbehave at its n-th call (default the first) the way
-    clusters do: 'hang' never returns, 'exit' kills the process. Unset (always, outside resilience tests), nothing."""
+    'rollout.generate:hang', 'learner.train.rank1:exit@3', 'reward.score:exit@2'), misbehave at its n-th call in
+    each process (default the first) the way clusters do: 'hang' never returns, 'exit' kills the process. A
+    replacement actor counts afresh. Unset (always, outside resilience tests), it does nothing."""
     spec = os.environ.get("RLPOST_INJECT_FAULT", "")
     if not spec or spec.split(":")[0] != point:
         return

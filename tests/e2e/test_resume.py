@@ -71,3 +71,17 @@ def test_a_dead_learner_rank_stops_the_run_with_a_resumable_checkpoint(tmp_path)
     result = run_cli("train", *ARGS, f"run.output_dir={out}", "resume=auto", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from step_000002" in result.stdout and 4 in _metrics(out)
+
+
+def test_runs_finish_when_vllm_engines_and_reward_workers_die_mid_step(tmp_path):
+    """Each actor exits at its 3rd call, so the run's first engine dies generating step 2 and every replacement
+    dies again later: the run still completes every step, re-syncing each new engine."""
+    for fault in ("rollout.generate:exit@3", "reward.score:exit@3"):
+        out = tmp_path / fault.split(".")[0]
+        result = run_cli("train", *ARGS, "checkpoint.every=0", f"run.output_dir={out}", timeout=900,
+                         env={"RLPOST_INJECT_FAULT": fault})
+        assert result.returncode == 0, fault + result.stdout[-2000:] + result.stderr[-3000:]
+        assert "died" in result.stderr and "replaced" in result.stderr, fault
+        metrics = _metrics(out)
+        assert sorted(metrics) == [0, 1, 2, 3, 4], fault
+        assert all(abs(metrics[s]["train/logprob_mismatch_mean"]) < 1e-3 for s in (1, 2, 3, 4)), fault
