@@ -34,12 +34,14 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
 
     try:
         deadline, pending = time.monotonic() + timeout_s, list(refs)
+        position = {ref: i for i, ref in enumerate(refs)}
+        values: list[Any] = [None] * len(refs)
         while pending:  # fail as soon as any call fails, not when the slowest (maybe stuck on the failed one) ends
             ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise GetTimeoutError
-            ray.get(ready[0])
-        return ray.get(refs)
+            values[position[ready[0]]] = ray.get(ready[0])  # each result fetched and deserialised once
+        return values
     except GetTimeoutError:
         raise ActorCallError(f"{what}: no answer within {timeout_s:.0f}s (resources.call_timeout_s)") from None
     except RayTaskError as err:

@@ -118,5 +118,8 @@ def test_printed_text_cannot_fake_a_pass():
             "stolen = sys.stdin.read()\n"
             "def f():\n"
             "    return stolen")
+    # every test fails (stdin holds nothing to steal), so any pass counted would be one the printed lines faked
     assert _score(code, ["assert f() != ''", "assert False", "raise SystemExit(0)"]) == 0.0
-    assert _score("import os\nos._exit(0)", ["assert True"]) == 0.0
+    assert _score(code, ["assert f() == ''", "assert False"]) == 0.5  # control: a real pass beside them counts
+    assert _score("import os\nos._exit(0)", ["assert True"]) == 0.0  # the code exits before any test reports
+    assert _score("x = 1", ["assert True"]) == 1.0  # control: the same test passes when the code returns
