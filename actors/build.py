@@ -1,7 +1,9 @@
 """The only place that maps the driver's Protocols (rlpost/types.py) to Ray actors.
 
 Each client wraps a role's actor handles behind typed methods; every call waits with a timeout and raises a named
-error saying which actor and which phase. Leaves out: replacing dead actors mid-step (fault-tolerance issue).
+error saying which actor and which phase. A vLLM engine or reward worker that dies is replaced in its placement
+bundle and the call retried; a learner rank that dies ends the call with ActorDiedError (rlpost/run.py stops the run
+and names the last checkpoint).
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
 
 class RolloutClient:
     """Spreads generation requests over the vLLM engines (round-robin by prompt). An engine whose actor dies is
-    replaced through `factory(slot)` (in place in `handles`, the list the weight sync also holds), given the
-    learner's current weights through `resync()`, and asked again; `replaced` counts it."""
+    replaced through `factory(slot)` (in place in `handles`, the list the weight sync also holds), joined to the
+    weight transfer and given the learner's current weights through `rejoin(slot)`, and asked again; `replaced`
+    counts it."""
 
     def __init__(self, handles: list[Any], timeout_s: float, factory: Callable[[int], Any] | None = None) -> None:
         self.handles, self.timeout_s, self.factory = handles, timeout_s, factory
-        self.resync: Callable[[], Any] | None = None  # set once the weight sync exists (rlpost/run.py)
+        self.rejoin: Callable[[int], Any] | None = None  # the weight sync's, set once it exists (rlpost/run.py)
         self.replaced = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
@@ -70,7 +73,7 @@ class RolloutClient:
             try:
                 result = call([ref], "rollout.generate", self.timeout_s)[0]
             except ActorDiedError:
-                if self.factory is None or self.resync is None:
+                if self.factory is None or self.rejoin is None:
                     raise
                 self._replace(i, handle)
                 result = call([self.handles[i].generate.remote(part)],
@@ -82,13 +85,13 @@ class RolloutClient:
     def _replace(self, slot: int, dead: Any) -> None:
         import ray
 
-        assert self.factory is not None and self.resync is not None
+        assert self.factory is not None and self.rejoin is not None
         ray.kill(dead, no_restart=True)
         print(f"[rlpost] warning: vLLM engine {slot} died; it is replaced by a new one with the learner's weights",
               file=sys.stderr, flush=True)
         self.handles[slot] = self.factory(slot)
         call([self.handles[slot].ping.remote()], f"rollout start (replacement engine {slot})", self.timeout_s)
-        self.resync()
+        self.rejoin(slot)
         self.replaced += 1
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
@@ -231,9 +234,7 @@ def build_components(config: RootConfig, model_path: str, transport: str) -> Com
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
-    # A replacement engine can be given weights by the CPU transport only (NCCL/IPC groups are set up once).
-    rollout_factory = rollout_engine if transport == "cpu" else None
-    return Components(RolloutClient(rollouts, timeout, rollout_factory), LearnerClient(learners, timeout),
+    return Components(RolloutClient(rollouts, timeout, rollout_engine), LearnerClient(learners, timeout),
                       RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward),
                                    reward_worker),
                       rollouts, learners, placements)

@@ -266,6 +266,16 @@ class LearnerWorker:
     def init_weight_transfer(self, backend: str, rollout_handles: list[Any], workers: list[int], address: str,
                              ports: list[int]) -> None:
         """Trainer side of vLLM's native weight transfer: one engine per rollout actor (every rank calls this)."""
+        self._transfer = [self._transfer_engine(backend, handle, n_workers, address, port)
+                          for handle, n_workers, port in zip(rollout_handles, workers, ports)]
+
+    def replace_weight_transfer(self, slot: int, backend: str, handle: Any, n_workers: int, address: str,
+                                port: int) -> None:
+        """A replacement vLLM engine in `slot` joins the transfer (a fresh group on a fresh port; the dead
+        engine's group is dropped, not torn down: its peer is gone)."""
+        self._transfer[slot] = self._transfer_engine(backend, handle, n_workers, address, port)
+
+    def _transfer_engine(self, backend: str, handle: Any, n_workers: int, address: str, port: int) -> Any:
         from vllm.distributed.weight_transfer import RayVLLMWeightSyncClient, WeightTransferTrainerFactory
 
         source = _zero3_source(self.engine.module) if self.cfg.zero_stage == 3 else None
@@ -273,19 +283,16 @@ class LearnerWorker:
             from vllm.distributed.weight_transfer import ModuleSource
 
             source = ModuleSource(self.engine.module)
-        self._transfer = []
-        for handle, n_workers, port in zip(rollout_handles, workers, ports):
-            if backend == "nccl":
-                from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+        if backend == "nccl":
+            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
-                info = NCCLTrainerInitInfo(master_address=address, master_port=port, world_size=1 + n_workers,
-                                           rank=self.rank, packed=True)
-            else:
-                from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+            info = NCCLTrainerInitInfo(master_address=address, master_port=port, world_size=1 + n_workers,
+                                       rank=self.rank, packed=True)
+        else:
+            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
 
-                info = IPCTrainerInitInfo(rank=self.rank, packed=False)
-            self._transfer.append(WeightTransferTrainerFactory.trainer_init(
-                info, client=RayVLLMWeightSyncClient(handle), source=source))
+            info = IPCTrainerInitInfo(rank=self.rank, packed=False)
+        return WeightTransferTrainerFactory.trainer_init(info, client=RayVLLMWeightSyncClient(handle), source=source)
 
     def send_weights(self) -> None:
         for engine in self._transfer:

@@ -35,6 +35,10 @@ class CpuObjectStoreSync:
         return {"sync/gather_s": gathered - start, "sync/load_s": time.perf_counter() - gathered,
                 "sync/buckets": float(len(refs)), "sync/tensors_loaded": float(min(loaded))}
 
+    def rejoin(self, slot: int) -> dict[str, float]:
+        """A replacement engine in `slot` needs nothing set up: a full sync gives it the learner's weights."""
+        return self.sync()
+
 
 def make_weight_sync(transport: str, learner_handles: list[Any], rollout_handles: list[Any], bucket_mb: int,
                      timeout_s: float) -> Any:

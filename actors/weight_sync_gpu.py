@@ -22,7 +22,8 @@ class NativeVllmSync:
                  timeout_s: float) -> None:
         if backend not in ("nccl", "ipc"):
             raise ValueError(f"sync.transport {backend!r}: the native vLLM transports are 'nccl' and 'ipc'")
-        self.learners, self.rollouts, self.timeout_s = learner_handles, rollout_handles, timeout_s
+        self.backend, self.timeout_s = backend, timeout_s
+        self.learners, self.rollouts = learner_handles, rollout_handles
         workers = call([h.num_workers.remote() for h in rollout_handles], "rollout.num_workers", timeout_s)
         address, _ = call([learner_handles[0].rendezvous.remote()], "learner[0].rendezvous", timeout_s)[0]
         ports = call([learner_handles[0].free_ports.remote(len(rollout_handles))], "learner[0].free_ports",
@@ -34,3 +35,15 @@ class NativeVllmSync:
         start = time.perf_counter()
         call([h.send_weights.remote() for h in self.learners], "sync.send_weights (native vLLM)", self.timeout_s)
         return {"sync/send_s": time.perf_counter() - start}
+
+    def rejoin(self, slot: int) -> dict[str, float]:
+        """The engine now in `slot` (a replacement; `rollout_handles` is updated in place by the rollout client)
+        joins the transfer on a fresh port, then every engine gets the learner's current weights."""
+        handle = self.rollouts[slot]
+        workers = call([handle.num_workers.remote()], "rollout.num_workers (replacement)", self.timeout_s)[0]
+        address, _ = call([self.learners[0].rendezvous.remote()], "learner[0].rendezvous", self.timeout_s)[0]
+        port = call([self.learners[0].free_ports.remote(1)], "learner[0].free_ports", self.timeout_s)[0][0]
+        call([h.replace_weight_transfer.remote(slot, self.backend, handle, workers, address, port)
+              for h in self.learners], f"learner.replace_weight_transfer ({self.backend}, engine {slot})",
+             self.timeout_s)
+        return self.sync()

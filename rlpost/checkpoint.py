@@ -68,8 +68,10 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[-1]))
 
 
-def find_resume(config: RootConfig) -> tuple[Path, Path]:
-    """(run directory, checkpoint) named by checkpoint.resume: 'auto', a run directory, or a checkpoint."""
+def find_resume(config: RootConfig) -> tuple[Path, Path] | None:
+    """(run directory, checkpoint) named by checkpoint.resume: 'auto', a run directory, or a checkpoint. 'auto'
+    with nothing to resume gives None (start fresh), so one command serves a job's first start and its restarts;
+    a path with no complete checkpoint is an error."""
     spec = config.checkpoint.resume
     if spec == "auto":
         runs = sorted(Path(config.run.output_dir).glob(f"{config.run.name}-*"), key=lambda p: p.stat().st_mtime)
@@ -77,8 +79,7 @@ def find_resume(config: RootConfig) -> tuple[Path, Path]:
             done = complete_checkpoints(run_dir)
             if done:
                 return run_dir, done[-1]
-        raise ResumeError(f"checkpoint.resume=auto: no run directory {config.run.output_dir}/{config.run.name}-* "
-                          "has a complete checkpoint (set checkpoint.every, or drop resume to start fresh)")
+        return None
     path = Path(spec)
     if (path / MARKER).is_file():
         return path.parent.parent, path

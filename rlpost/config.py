@@ -247,8 +247,9 @@ class CheckpointConfig:
     keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2)
     on_sigterm: bool = doc("on SIGTERM, finish the step in flight, save a checkpoint and stop", True)
     resume: str = doc("'auto': continue the newest run directory of run.name under run.output_dir from its newest "
-                      "complete checkpoint; or a run directory or checkpoint path; '' starts fresh (`resume=auto` "
-                      "works as a short form)", "")
+                      "complete checkpoint, or start fresh when there is none; or a run directory or checkpoint "
+                      "path (an error when it has no complete checkpoint); '' starts fresh (`resume=auto` works as "
+                      "a short form)", "")
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,12 @@ def train(config: RootConfig) -> RunResult:
     """Run the recipe; prints one line per step, the before/after table, and returns where the outputs are."""
     setup = prepare(config)
     resume: dict[str, Any] | None = None
-    if config.checkpoint.resume:
-        run_dir, checkpoint = checkpoints.find_resume(config)
+    found = checkpoints.find_resume(config) if config.checkpoint.resume else None
+    if config.checkpoint.resume and found is None:
+        print(f"[rlpost] resume=auto: no run directory {config.run.output_dir}/{config.run.name}-* has a complete "
+              "checkpoint; starting fresh", flush=True)
+    if found is not None:
+        run_dir, checkpoint = found
         checkpoints.check_same_recipe(run_dir, config)
         resume = {**checkpoints.load_driver_state(checkpoint), "path": checkpoint}
         checkpoints.truncate_metrics(run_dir, resume["step"])
@@ -143,7 +147,7 @@ def train(config: RootConfig) -> RunResult:
                                                 for role, ids in nodes.items()), flush=True)
     sync = make_weight_sync(transport, parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb,
                             config.resources.call_timeout_s)
-    parts.rollout.resync = sync.sync  # a replaced vLLM engine gets the learner's current weights
+    parts.rollout.rejoin = sync.rejoin  # a replaced vLLM engine joins the transfer and gets the current weights
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
     trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, None, probe,
                       parts.rollout.sequence_logprobs)

@@ -61,10 +61,11 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
 
 
 def test_a_dead_learner_rank_stops_the_run_with_a_resumable_checkpoint(tmp_path):
-    out = tmp_path / "runs"
-    result = run_cli("train", *ARGS, f"run.output_dir={out}", timeout=900,
+    out = tmp_path / "runs"  # one command for the first start and the restart, as a resubmitted job would run
+    result = run_cli("train", *ARGS, f"run.output_dir={out}", "resume=auto", timeout=900,
                      env={"RLPOST_INJECT_FAULT": "learner.train.rank1:exit@3"})  # rank 1 dies in step 3
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "has a complete checkpoint; starting fresh" in result.stdout
     assert "learner.train: the actor died" in result.stderr and "Traceback" not in result.stderr
     assert "the last checkpoint is" in result.stderr and "step_000002" in result.stderr
     assert "resume=auto" in result.stderr

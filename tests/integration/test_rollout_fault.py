@@ -15,7 +15,7 @@ def test_a_killed_rollout_engine_is_replaced_and_resynced(stack):
 
     config, parts, _, prompts = stack
     sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
-    parts.rollout.resync = sync.sync
+    parts.rollout.rejoin = sync.rejoin
     trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
                       UniformSampler(prompts, config.algorithm.prompts_per_step, 0), PROBE,
                       parts.rollout.sequence_logprobs)

@@ -70,9 +70,10 @@ def test_resume_refuses_another_recipe_and_allows_more_steps(tmp_path):
         ckpt.check_same_recipe(run_dir, other)
 
 
-def test_nothing_to_resume_is_a_clear_error(tmp_path):
-    with pytest.raises(ckpt.ResumeError, match="no run directory .*/r-\\* has a complete checkpoint"):
-        ckpt.find_resume(load_config("quickstart", [f"run.output_dir={tmp_path}", "run.name=r", "resume=auto"]))
+def test_nothing_to_resume_starts_fresh_with_auto_and_is_an_error_with_a_path(tmp_path):
+    (tmp_path / "r-20260101-000000" / "checkpoints" / "step_000002.tmp").mkdir(parents=True)  # died mid-write
+    assert ckpt.find_resume(load_config("quickstart", [f"run.output_dir={tmp_path}", "run.name=r",
+                                                       "resume=auto"])) is None
     with pytest.raises(ckpt.ResumeError, match="neither a complete checkpoint nor a run directory"):
         ckpt.find_resume(load_config("quickstart", [f"checkpoint.resume={tmp_path}"]))
 
