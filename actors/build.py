@@ -53,6 +53,18 @@ def call(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
         raise ActorDiedError(f"{what}: the actor died ({err})") from None
 
 
+def replace_dead(handles: list[Any], slot: int, dead: Any, factory: Callable[[int], Any], who: str,
+                 timeout_s: float, then: str) -> None:
+    """Put a new actor from `factory(slot)` (same placement bundle) in `handles[slot]` and wait until it answers;
+    the dead one is killed for good so Ray does not restart it behind our back."""
+    import ray
+
+    ray.kill(dead, no_restart=True)
+    print(f"[rlpost] warning: {who} died; {then}", file=sys.stderr, flush=True)
+    handles[slot] = factory(slot)
+    call([handles[slot].ping.remote()], f"{who} start (replacement)", timeout_s)
+
+
 class RolloutClient:
     """Spreads generation requests over the vLLM engines (round-robin by prompt). An engine whose actor dies is
     replaced through `factory(slot)` (in place in `handles`, the list the weight sync also holds), joined to the
@@ -83,14 +95,9 @@ class RolloutClient:
         return merged
 
     def _replace(self, slot: int, dead: Any) -> None:
-        import ray
-
         assert self.factory is not None and self.rejoin is not None
-        ray.kill(dead, no_restart=True)
-        print(f"[rlpost] warning: vLLM engine {slot} died; it is replaced by a new one with the learner's weights",
-              file=sys.stderr, flush=True)
-        self.handles[slot] = self.factory(slot)
-        call([self.handles[slot].ping.remote()], f"rollout start (replacement engine {slot})", self.timeout_s)
+        replace_dead(self.handles, slot, dead, self.factory, f"vLLM engine {slot}", self.timeout_s,
+                     "it is replaced by a new one with the learner's weights")
         self.rejoin(slot)
         self.replaced += 1
 
@@ -156,7 +163,6 @@ class RewardClient:
         self.factory = factory
 
     def score(self, request: RewardRequest) -> RewardResult:
-        import ray
 
         chunks = [request.slice(a, b) for a, b in request.chunks(self.chunk_size)]
         k = len(self.handles)
@@ -172,11 +178,9 @@ class RewardClient:
                     raise
                 slot = i % k
                 if self.handles[slot] is handle:  # not replaced yet by an earlier chunk of the same worker
-                    ray.kill(handle, no_restart=True)
-                    self.handles[slot] = self.factory(slot)
+                    replace_dead(self.handles, slot, handle, self.factory, f"reward worker {slot}", self.timeout_s,
+                                 "replaced, its chunks scored again")
                     replaced += 1
-                    print(f"[rlpost] warning: reward worker {slot} died; replaced, its chunks scored again",
-                          file=sys.stderr, flush=True)
                 result = call([self.handles[slot].score.remote(chunks[i])],
                               f"reward.score (worker {slot} replaced after it died)", bound)[0]
             merged.extend(result)
