@@ -22,6 +22,7 @@ MARKER = "COMPLETE"
 # Keys that may differ between a run and its resumption: how long to train, where output goes, how it is shown.
 RESUMABLE_CHANGES = ("run.steps", "run.output_dir", "run.name", "run.max_train_minutes", "run.progress_bar",
                      "run.eval_every", "checkpoint.every", "checkpoint.keep_last", "checkpoint.on_sigterm",
+                     "checkpoint.stop_grace_s",
                      "checkpoint.resume", "resources.call_timeout_s", "resources.placement_timeout_s",
                      "resources.address")
 

@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from rlpost.run import train
 
-        train(config)
-        return 0
+        result = train(config)
+        return 128 + 15 if result.stopped_by_signal else 0  # a run stopped by SIGTERM is not done: not success
     except usage_errors as err:
         if os.environ.get("RLPOST_DEBUG"):
             raise

@@ -83,9 +83,12 @@ def submit_command(recipe: str, overrides: list[str], config: RootConfig, addres
     ray = str(Path(sys.executable).parent / "ray")
     output = Path(config.run.output_dir)
     extra = [] if output.is_absolute() else [f"run.output_dir={(Path.cwd() / output).resolve()}"]
-    runtime_env: dict[str, Any] = {"working_dir": working_dir, "excludes": UPLOAD_EXCLUDES}
+    # `ray job stop` sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (read from the job's env): give the
+    # step in flight and its checkpoint the time they need
+    env_vars = {"RAY_JOB_STOP_WAIT_TIME_S": str(config.checkpoint.stop_grace_s)}
     if cache_dir:  # built artefacts (embedded model, JIT ops) are not uploaded; reuse them where the cluster sees them
-        runtime_env["env_vars"] = {"RLPOST_CACHE_DIR": cache_dir}
+        env_vars["RLPOST_CACHE_DIR"] = cache_dir
+    runtime_env: dict[str, Any] = {"working_dir": working_dir, "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars}
     # `ray job submit` quotes each word after '--' for the shell, so overrides with spaces or brackets survive
     return [ray, "job", "submit", f"--address={address}", f"--runtime-env-json={json.dumps(runtime_env)}",
             *([] if wait else ["--no-wait"]), "--", python, "-m", "rlpost.cli", "train", recipe, *overrides, *extra]

@@ -246,6 +246,8 @@ class CheckpointConfig:
                      "steps (0 = never; SIGTERM still saves one)", 0)
     keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2)
     on_sigterm: bool = doc("on SIGTERM, finish the step in flight, save a checkpoint and stop", True)
+    stop_grace_s: int = doc("with `rlpost submit`: seconds `ray job stop` waits after its SIGTERM (the step in flight "
+                            "and the checkpoint) before it sends SIGKILL; Ray's own default is 3", 600)
     resume: str = doc("'auto': continue the newest run directory of run.name under run.output_dir from its newest "
                       "complete checkpoint, or start fresh when there is none; or a run directory or checkpoint "
                       "path (an error when it has no complete checkpoint); '' starts fresh (`resume=auto` works as "

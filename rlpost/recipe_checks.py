@@ -44,9 +44,9 @@ def check_values(config: RootConfig, origin: str) -> None:
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
     _check_reward(config.reward, origin)
-    if config.checkpoint.every < 0 or config.checkpoint.keep_last < 1:
-        raise RecipeError(f"{origin}: keys 'checkpoint.every' (>= 0) and 'checkpoint.keep_last' (>= 1) are out of "
-                          "range")
+    if config.checkpoint.every < 0 or config.checkpoint.keep_last < 1 or config.checkpoint.stop_grace_s < 0:
+        raise RecipeError(f"{origin}: keys 'checkpoint.every' (>= 0), 'checkpoint.keep_last' (>= 1) and "
+                          "'checkpoint.stop_grace_s' (>= 0) must be in range")
     owned = sorted(set(DEEPSPEED_OWNED) & set(config.learner.deepspeed))
     if owned:
         raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "

@@ -32,6 +32,7 @@ class RunResult:
     after: dict[str, float]
     steps: int
     train_seconds: float
+    stopped_by_signal: bool = False  # SIGTERM: checkpointed and stopped before run.steps; the CLI exits 143
 
 
 def resolve_model_path(config: RootConfig) -> str:
@@ -178,7 +179,7 @@ def train(config: RootConfig) -> RunResult:
             raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
                              "`resume=auto`.") from None
         if steps < 0:  # stopped by SIGTERM with a checkpoint: no final eval or weights, the run is not over
-            return RunResult(run_dir, before, {}, -steps, seconds)
+            return RunResult(run_dir, before, {}, -steps, seconds, stopped_by_signal=True)
         after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
         _print_eval("after training", after)
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))

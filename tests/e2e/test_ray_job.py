@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,6 +67,43 @@ def test_two_node_recipe_through_rlpost_submit(two_node_cluster, tmp_path):
     assert len({*placement["rollout"], *placement["learner"]}) == 2 and "placement: rollout on node" in result.stdout
 
 
+def test_ray_job_stop_checkpoints_the_run(two_node_cluster, tmp_path):
+    """`ray job stop` on a submitted run: SIGTERM reaches the driver, the step in flight finishes, a checkpoint is
+    written and the job ends stopped. (`rlpost submit` also raises Ray's 3 s wait before SIGKILL to
+    checkpoint.stop_grace_s; this tiny model's step and checkpoint fit in 3 s, so the test does not rely on it.)"""
+    address, env = two_node_cluster
+    out = tmp_path / "runs"
+    submit = [RLPOST, "submit", "two_node", "run.steps=50", "data.n_eval_per_source=8", "run.progress_bar=false",
+              f"run.output_dir={out}", f"--address={address}", f"--working-dir={REPO}", "--no-wait"]
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        if "No available agent to submit job" not in result.stderr + result.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    (job,) = set(re.findall(r"raysubmit_\w+", result.stdout + result.stderr))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # stop once step 1 is out
+        metrics = list(out.glob("*/metrics.jsonl"))
+        if metrics and '"step": 1' in metrics[0].read_text():
+            break
+        time.sleep(0.5)
+    stop = subprocess.run([RAY, "job", "stop", f"--address={address}", job], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    status = subprocess.run([RAY, "job", "status", f"--address={address}", job], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "was stopped" in status.stdout + status.stderr
+    logs = subprocess.run([RAY, "job", "logs", f"--address={address}", job], env=env, capture_output=True,
+                          text=True, timeout=60).stdout
+    (line,) = [x for x in logs.splitlines() if "SIGTERM: stopped after step" in x]
+    step = int(line.split("step ")[1].split()[0])
+    (run_dir,) = list(out.iterdir())
+    assert (run_dir / "checkpoints" / f"step_{step:06d}" / "COMPLETE").is_file()
+    assert (run_dir / "checkpoints" / f"step_{step:06d}" / "hf" / "model.safetensors").is_file()
+
+
 def test_submit_uploads_no_outputs_or_caches(tmp_path):
     """The command `rlpost submit` runs: excludes, absolute run directory, quoted overrides (no cluster needed)."""
     from rlpost.commands import UPLOAD_EXCLUDES, submit_command
@@ -76,7 +114,7 @@ def test_submit_uploads_no_outputs_or_caches(tmp_path):
                              cache_dir="/c")
     env = json.loads(command[command.index("--") - 1].split("=", 1)[1])
     assert env["working_dir"] == "." and env["excludes"] == UPLOAD_EXCLUDES and env["env_vars"] == {
-        "RLPOST_CACHE_DIR": "/c"}
+        "RLPOST_CACHE_DIR": "/c", "RAY_JOB_STOP_WAIT_TIME_S": "600"}  # checkpoint.stop_grace_s
     assert {"runs", ".cache", ".venv", ".git"} <= set(UPLOAD_EXCLUDES)
     entry = command[command.index("--") + 1:]
     assert entry[:6] == ["/py", "-m", "rlpost.cli", "train", "quickstart", overrides[0]]

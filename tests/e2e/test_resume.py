@@ -60,6 +60,33 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
         "after"]
 
 
+def test_sigterm_checkpoints_after_the_step_in_flight_and_stops(tmp_path):
+    """What `ray job stop` or a preempted node does: the step in flight finishes, a checkpoint is written (none is
+    due: checkpoint.every=0), the run exits 143 (terminated, not done), and resume=auto finishes it."""
+    out = tmp_path / "runs"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen([RLPOST, "train", *ARGS, "checkpoint.every=0", f"run.output_dir={out}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:  # SIGTERM once step 1 is out
+        runs = list(out.glob("resume-*/metrics.jsonl")) if out.exists() else []
+        if runs and '"step": 1' in runs[0].read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 143, stdout[-2000:] + stderr[-3000:]
+    (line,) = [x for x in stdout.splitlines() if "SIGTERM: stopped after step" in x]
+    step = int(line.split("step ")[1].split()[0])
+    assert step < 4
+    (run_dir,) = list(out.iterdir())
+    assert (run_dir / "checkpoints" / f"step_{step:06d}" / "COMPLETE").is_file()
+    assert not (run_dir / "final").exists() and max(_metrics(out)) == step
+    result = run_cli("train", *ARGS, "checkpoint.every=0", f"run.output_dir={out}", "resume=auto", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"from step_{step:06d}" in result.stdout and sorted(_metrics(out)) == [0, 1, 2, 3, 4]
+
+
 def test_a_dead_learner_rank_stops_the_run_with_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "runs"  # one command for the first start and the restart, as a resubmitted job would run
     result = run_cli("train", *ARGS, f"run.output_dir={out}", "resume=auto", timeout=900,
