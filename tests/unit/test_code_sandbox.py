@@ -91,7 +91,11 @@ def test_memory_limit():
     "import ctypes\n    return ctypes.CDLL(None).getpid() * 0",
 ], ids=["subprocess", "os.system", "fork", "posix_spawn", "ctypes"])
 def test_no_new_processes_or_ctypes(body):
-    assert _score(f"def f():\n    {body}", ["assert f() == 0"]) == 0.0
+    code = f"def f():\n    {body}\ndef g():\n    return 0"
+    # outside the sandbox f() returns 0, so the test below passes there; inside, the 0.0 is the sandbox refusing
+    assert subprocess.run([sys.executable, "-c", code + "\nassert f() == 0"], capture_output=True).returncode == 0
+    assert _score(code, ["assert f() == 0"]) == 0.0
+    assert _score(code, ["assert g() == 0"]) == 1.0  # control: the same code scores when it spawns nothing
 
 
 def test_files_stay_in_a_temporary_directory_that_is_removed(monkeypatch, tmp_path):
