@@ -79,9 +79,9 @@ class RolloutClient:
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         k = len(self.handles)
         parts = [(i, requests[i::k]) for i in range(k) if requests[i::k]]
-        sent = [(i, self.handles[i], self.handles[i].generate.remote(p)) for i, p in parts]
+        sent = [(self.handles[i], self.handles[i].generate.remote(p)) for i, p in parts]
         merged: list[list[Sample]] = [[] for _ in requests]
-        for (i, part), (_, handle, ref) in zip(parts, sent):
+        for (i, part), (handle, ref) in zip(parts, sent):
             try:
                 result = call([ref], "rollout.generate", self.timeout_s)[0]
             except ActorDiedError:
@@ -163,7 +163,6 @@ class RewardClient:
         self.factory = factory
 
     def score(self, request: RewardRequest) -> RewardResult:
-
         chunks = [request.slice(a, b) for a, b in request.chunks(self.chunk_size)]
         k = len(self.handles)
         sent = [(self.handles[i % k], self.handles[i % k].score.remote(c)) for i, c in enumerate(chunks)]

@@ -24,12 +24,16 @@ class NativeVllmSync:
             raise ValueError(f"sync.transport {backend!r}: the native vLLM transports are 'nccl' and 'ipc'")
         self.backend, self.timeout_s = backend, timeout_s
         self.learners, self.rollouts = learner_handles, rollout_handles
-        workers = call([h.num_workers.remote() for h in rollout_handles], "rollout.num_workers", timeout_s)
-        address, _ = call([learner_handles[0].rendezvous.remote()], "learner[0].rendezvous", timeout_s)[0]
-        ports = call([learner_handles[0].free_ports.remote(len(rollout_handles))], "learner[0].free_ports",
-                     timeout_s)[0]
+        workers, address, ports = self._endpoints(rollout_handles)
         call([h.init_weight_transfer.remote(backend, rollout_handles, workers, address, ports)
               for h in learner_handles], f"learner.init_weight_transfer ({backend})", timeout_s)
+
+    def _endpoints(self, engines: list[Any]) -> tuple[list[int], str, list[int]]:
+        """What the trainer side needs to meet `engines`: their worker counts, rank 0's address, a free port each."""
+        workers = call([h.num_workers.remote() for h in engines], "rollout.num_workers", self.timeout_s)
+        address, _ = call([self.learners[0].rendezvous.remote()], "learner[0].rendezvous", self.timeout_s)[0]
+        ports = call([self.learners[0].free_ports.remote(len(engines))], "learner[0].free_ports", self.timeout_s)[0]
+        return workers, address, ports
 
     def sync(self) -> dict[str, float]:
         start = time.perf_counter()
@@ -40,9 +44,7 @@ class NativeVllmSync:
         """The engine now in `slot` (a replacement; `rollout_handles` is updated in place by the rollout client)
         joins the transfer on a fresh port, then every engine gets the learner's current weights."""
         handle = self.rollouts[slot]
-        workers = call([handle.num_workers.remote()], "rollout.num_workers (replacement)", self.timeout_s)[0]
-        address, _ = call([self.learners[0].rendezvous.remote()], "learner[0].rendezvous", self.timeout_s)[0]
-        port = call([self.learners[0].free_ports.remote(1)], "learner[0].free_ports", self.timeout_s)[0][0]
+        (workers,), address, (port,) = self._endpoints([handle])
         call([h.replace_weight_transfer.remote(slot, self.backend, handle, workers, address, port)
               for h in self.learners], f"learner.replace_weight_transfer ({self.backend}, engine {slot})",
              self.timeout_s)

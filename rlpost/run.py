@@ -172,14 +172,15 @@ def train(config: RootConfig) -> RunResult:
             return checkpoints.save(run_dir, step, parts.learner, state, config.checkpoint.keep_last)
 
         try:
-            steps, seconds = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0, save)
+            steps, seconds, stopped = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0,
+                                                  save)
         except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
             done = checkpoints.complete_checkpoints(run_dir)
             where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
             raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
                              "`resume=auto`.") from None
-        if steps < 0:  # stopped by SIGTERM with a checkpoint: no final eval or weights, the run is not over
-            return RunResult(run_dir, before, {}, -steps, seconds, stopped_by_signal=True)
+        if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
+            return RunResult(run_dir, before, {}, steps, seconds, stopped_by_signal=True)
         after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
         _print_eval("after training", after)
         (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
@@ -233,9 +234,9 @@ def _rif_filter(config: RootConfig, trainer: Any, prompts: list) -> tuple[list, 
 
 
 def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts: list, first_step: int,
-                save: Any) -> tuple[int, float]:
+                save: Any) -> tuple[int, float, bool]:
     """Steps first_step+1 .. run.steps; checkpoints every checkpoint.every steps, and on SIGTERM after the step in
-    flight, then stops. Returns (last step, seconds); the step is negated when SIGTERM stopped the run."""
+    flight, then stops. Returns (last step, seconds, whether SIGTERM stopped the run)."""
     import signal
 
     from tqdm import tqdm
@@ -264,12 +265,12 @@ def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts:
             tqdm.write(f"[rlpost] SIGTERM: stopped after step {step} with a checkpoint; continue with "
                        f"`rlpost train ... resume=auto`", file=sys.stdout)
             bar.close()
-            return -step, time.perf_counter() - start
+            return step, time.perf_counter() - start, True
         if limit and time.perf_counter() - start > limit:
             tqdm.write(f"[rlpost] run.max_train_minutes={config.run.max_train_minutes} reached after step {step}")
             break
     bar.close()
-    return step, time.perf_counter() - start
+    return step, time.perf_counter() - start, False
 
 
 def _step_line(step: int, m: dict[str, float]) -> str:

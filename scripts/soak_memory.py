@@ -30,18 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 # Runs the CLI under tracemalloc: a snapshot when the run logs its first step past the warm-up, one at exit, and the
 # allocation sites that grew most between them written to a file. argv: out dir, warm-up step, then the CLI's args.
 TRACE_DRIVER = """
-import atexit, json, sys, threading, time, tracemalloc
+import atexit, sys, threading, time, tracemalloc
 from pathlib import Path
 out, warm = Path(sys.argv[1]), int(sys.argv[2])
 sys.argv = ["rlpost"] + sys.argv[3:]
+sys.path.insert(0, "scripts")
+from soak_memory import last_step
 tracemalloc.start(8)
 first = []
-def step():
-    files = sorted(out.glob("soak-*/metrics.jsonl"), key=lambda f: f.stat().st_mtime)
-    lines = files[-1].read_text().splitlines() if files else []
-    return json.loads(lines[-1])["step"] if lines else -1
 def watch():
-    while step() <= warm:
+    while last_step(out) <= warm:
         time.sleep(1)
     first.append(tracemalloc.take_snapshot())
 def report():
