@@ -96,8 +96,9 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
         columns.setdefault("answer", row[cfg.answer_key])
         source = str(row.get(cfg.source_key, "default"))
         columns["data_source"] = source
+        messages = list(row[cfg.prompt_key]) if isinstance(row[cfg.prompt_key], list) else None
         prompts.append(Prompt(uid=uid, text=text, token_ids=list(ids), answer=str(row[cfg.answer_key]),
-                              data_source=source, columns=columns))
+                              data_source=source, columns=columns, messages=messages))
     if too_long:
         worst = max(n for _, n in too_long)
         raise DataError(f"split {split!r}: {len(too_long)} of {len(rows)} prompts exceed data.max_prompt_tokens="

@@ -25,6 +25,7 @@ class Prompt:
     answer: str
     data_source: str
     columns: dict[str, Any] = field(default_factory=dict)  # every dataset column, passed to reward functions
+    messages: list[dict[str, Any]] | None = None  # the row's chat messages when its prompt is a message list
 
 
 @dataclass
