@@ -6,7 +6,8 @@ micro-batches, and every aggregation (token-mean, seq-mean-token-mean, seq-mean-
 is the same code path. Per token, with ratio ρ = π/π_old (or GSPO's sequence ratio) and advantage A:
 
     pg  = -min(ρ·A, clip(ρ, 1-ε_low, 1+ε_high)·A), then for A<0 (dual clip c): min(pg, -c·A)
-    pg *= truncated importance weight  min(π_old/π_vllm, cap)        (token or sequence level; optional)
+    pg *= truncated importance weight  min(π_old/π_vllm, cap)        (token or sequence level; optional;
+                                                                     a NaN π_vllm token gets weight 1, as in TRL)
     loss_t = pg + β·KL_k(π, π_ref) - entropy_coef·H(π)
 """
 
@@ -83,8 +84,13 @@ def _sequence_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tens
 
 def importance_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
                        level: str, cap: float) -> torch.Tensor:
-    """Truncated importance weights min(π_old/π_vllm, cap), per token or per sequence (product over its tokens)."""
-    log_w = (old_logprobs_BT - rollout_logprobs_BT) * mask_BT
+    """Truncated importance weights min(π_old/π_vllm, cap), per token or per sequence (product over its tokens).
+
+    A token whose rollout logprob is NaN (vLLM could not score it) gets log-weight 0, so weight 1 and no correction,
+    and adds nothing to its sequence's log-weight: TRL's rule (nan_to_num of the masked log-difference), so one bad
+    logprob neither turns the loss into NaN nor drops the sample. NaN * 0 is NaN, so masking alone would not do it.
+    """
+    log_w = torch.nan_to_num((old_logprobs_BT - rollout_logprobs_BT) * mask_BT, nan=0.0)
     if level == "token":
         weights = torch.exp(log_w)
     elif level == "sequence":

@@ -111,6 +111,39 @@ def test_truncated_importance_weights():
     assert seq[0].tolist() == pytest.approx([math.e] * 3)
 
 
+
+def _trl_tis(old, rollout, mask, level, cap):
+    """TRL 1.16's vLLM importance-sampling weight (truncate modes), written out as its rule reads: NaN log-differences
+    become 0, then exp, per token or summed per sequence, then clamp at the cap."""
+    diff = torch.nan_to_num((old - rollout) * mask, nan=0.0)
+    if level == "sequence":
+        diff = diff.sum(dim=-1, keepdim=True).expand_as(diff)
+    return torch.clamp(torch.exp(diff), max=cap)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_nan_rollout_logprob_gives_a_finite_loss_and_trl_gradient(level):
+    old = torch.tensor([[-1.0, -1.2, -0.7, -0.3], [-0.5, -2.0, -1.0, -1.0]], dtype=torch.float64)
+    rollout = torch.tensor([[-1.1, float("nan"), -0.9, float("nan")], [-0.6, -1.5, -1.1, -0.9]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)  # a NaN in padding too
+    adv = torch.tensor([[1.0] * 4, [-0.5] * 4], dtype=torch.float64)
+    lp = (old + 0.1).requires_grad_()
+    spec = LossSpec(tis_level=level, tis_cap=1.5)
+    weights = aggregation_weights(mask, "token-mean")
+    loss, metrics = policy_loss(lp, old, adv, weights, mask, spec, rollout_logprobs_BT=rollout)
+    grad, = torch.autograd.grad(loss, lp)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all() and torch.isfinite(metrics["tis_weight_mean"])
+    tis = _trl_tis(old, rollout, mask, level, 1.5)
+    if level == "token":
+        assert float(tis[0, 1]) == 1.0  # the unscored token: no correction
+    ref_lp = (old + 0.1).requires_grad_()  # the same loss with TRL's weight applied by hand
+    ratio = torch.exp(ref_lp - old)
+    pg = -torch.minimum(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv) * tis
+    reference = (pg * weights).sum()
+    ref_grad, = torch.autograd.grad(reference, ref_lp)
+    assert torch.allclose(loss, reference) and torch.allclose(grad, ref_grad)
+    assert torch.allclose(importance_weights(old, rollout, mask, level, 1.5), tis)
+
 def _groups(seed: int, truncated_every: int = 0) -> list[Group]:
     g = torch.Generator().manual_seed(seed)
     groups = []
