@@ -1,121 +1,46 @@
-"""Code reward: run the completion's code against the sample's tests in a sandboxed child process.
+"""Code reward: the completion's code against the row's tests, judged outside the process that runs it.
 
-Each completion runs in a fresh `python -I -B` child (this interpreter) with its own temporary working directory,
-deleted afterwards, an empty environment, and a wall-clock limit enforced by killing the child. Inside, before any
-model-written code runs, a small runner
-- sets resource limits: CPU seconds, address space (`memory_mb`), file size (16 MB), process count (only where the
-  kernel enforces it for this user: not for root);
-- installs an audit hook (`sys.addaudithook`, irremovable) that refuses sockets, subprocesses, exec/spawn/fork,
-  os.system, os.kill, every ctypes operation (dlopen, foreign calls, raw memory), and writes or deletions outside
-  its directory. `import ctypes` itself succeeds: the runner loads it before the hook, because numpy and other
-  libraries import it at load time; only its use is refused.
-Where unprivileged user namespaces work, the child also runs under `unshare -rn`: a network namespace with no
-interface up, so even code that slips past the hook has no network (probed once per process; skipped silently
-where unavailable, e.g. some CI containers).
+Verdicts cannot be forged by the code under test, because the expected values never enter its process:
+- assert-style and call-based tests (rewards/guest/judge.py): the code runs in a *solution* process; the tests run
+  in a separate *judge* process that asks the solution process for the values it needs (calls, attributes, items)
+  and gets them back as plain data (rewards/guest/plain.py), then compares them itself. Patching builtins, walking
+  frames, objects whose `__eq__` is always True or printing fake results change nothing the judge trusts. One
+  solution process per completion, its tests fed one at a time (state carries between tests, as when they run in
+  one module); one judge per completion.
+- stdin/stdout tests: one process per test runs the program on the input; the parent compares its stdout.
+Both kinds of process run in the kernel-level sandbox of rewards/sandbox.py (bubblewrap namespaces, read-only view,
+seccomp), with CPU, memory, file-size and open-file limits and a wall-clock deadline per completion. Without a
+working bubblewrap the reward refuses to run unless `allow_weak_sandbox=true` (limits, an audit hook and a network
+namespace only); `rlpost validate` and the start of `rlpost train` say which sandbox this machine has, and every step
+logs `reward_health/sandbox_weak`.
 
-Results come back as lines prefixed with a random nonce the runner reads from stdin before the code runs, so text
-the code prints cannot fake a pass; each test reports as it finishes, so a later timeout keeps earlier passes.
-
-This is defence in depth for *model-written* code, whose failures are accidents (an infinite loop, a memory blow-up,
-`rm` of the wrong path, a stray download), not a security boundary against hostile code: Python-level
-introspection can reach the runner's state, and there is no filesystem isolation for reads. For untrusted code or
-at scale, run the reward workers in containers or gVisor/Firecracker sandboxes.
-Leaves out: stdin/stdout-style programs (competitive programming) and per-test time limits.
+Identical completions of one call are run once. Leaves out: languages other than Python, special judges (outputs
+with several right answers, beyond a float tolerance), per-test time limits (the deadline is per completion).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import math
 import os
 import re
-import secrets
-import shutil
+import select
 import subprocess
-import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rewards import sandbox
+from rewards.code_formats import Suite, parse_tests, same_output
 from rewards.protocol import reward
 
 _FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = ("python", "py", "python3")
-_FILE_LIMIT_BYTES = 16 * 1024 * 1024
-_MAX_PROCS = 32
-_OUTPUT_TAIL_BYTES = 1024 * 1024
+_OUTPUT_LIMIT = 16 * 1024 * 1024
 
-# The runner: read the payload, redirect stdin, set limits, install the audit hook, run the code, then each test.
-_RUNNER = r"""
-import builtins, json, os, resource, sys
 
-def _main():
-    payload = json.loads(sys.stdin.buffer.read())
-    nonce, code, tests, limits = payload["nonce"], payload["code"], payload["tests"], payload["limits"]
-    del payload
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    out = os.dup(1)
-    for name, value in limits.items():
-        try:
-            resource.setrlimit(getattr(resource, name), (value, value))
-        except (ValueError, OSError):
-            pass
-    import _posixsubprocess
-    import ctypes  # before the hook: numpy & co. import it at load time; every ctypes call is refused below
-
-    def denied(*args, **kwargs):
-        raise PermissionError("sandbox: new processes are not allowed")
-
-    _posixsubprocess.fork_exec = denied
-    sys.addaudithook(_make_hook(os.path.realpath(os.getcwd())))
-
-    def report(message):
-        sys.stdout.flush()
-        os.write(out, ("\n" + nonce + " " + message + "\n").encode())
-
-    scope = {"__name__": "__main__", "__builtins__": builtins}
-    try:
-        exec(compile(code, "<solution>", "exec"), scope)
-    except BaseException:
-        report("code-error")
-        os._exit(0)
-    for index, test in enumerate(tests):
-        try:
-            exec(compile(test, f"<test {index}>", "exec"), scope)
-        except BaseException:
-            continue
-        report(f"pass {index}")
-    os._exit(0)
-
-def _make_hook(root):
-    import os
-    denied = ("socket.", "subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
-              "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.")
-    path_events = ("os.remove", "os.rmdir", "os.rename", "shutil.rmtree", "os.mkdir", "os.chmod", "os.chown",
-                   "os.truncate", "os.symlink", "os.link", "os.utime")
-    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    realpath, sep = os.path.realpath, os.sep
-
-    def outside(path):
-        if isinstance(path, int):
-            return False
-        resolved = realpath(os.fsdecode(path))
-        return resolved not in (root, os.devnull) and not resolved.startswith(root + sep)
-
-    def hook(event, args):
-        if event.startswith(denied):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        writing = event == "open" and isinstance(args[2], int) and args[2] & writes
-        if (writing or event in path_events and args) and outside(args[0]):
-            raise PermissionError(f"sandbox: {event} outside the working directory is not allowed")
-
-    return hook
-
-_main()
-"""
+class WeakSandboxError(RuntimeError):
+    """code_tests asked to run model code on a machine without kernel-level isolation."""
 
 
 def extract_code(completion: str) -> str:
@@ -128,70 +53,176 @@ def extract_code(completion: str) -> str:
     return completion
 
 
-@functools.lru_cache(maxsize=1)
-def network_isolation_prefix() -> tuple[str, ...]:
-    """`unshare -rn` (new user and network namespaces, no network) when it works here, else nothing."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    prefix = (unshare, "-rn")
+def _text(completion: Any) -> str:
+    """A completion's text: a string, or TRL's conversational form (a list of messages; the assistant's content)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict)
+                       and m.get("role", "assistant") == "assistant")
+    return str(completion)
+
+
+def require_sandbox(allow_weak_sandbox: bool) -> sandbox.SandboxInfo:
+    """This machine's sandbox; WeakSandboxError when it is weak and weak was not allowed."""
+    info = sandbox.detect()
+    if not info.strong and not allow_weak_sandbox:
+        raise WeakSandboxError(f"code_tests runs model-written code and needs a kernel-level sandbox, but this machine "
+                               f"has none: {info.detail}. Install bubblewrap, or set "
+                               "reward.args.code_tests.allow_weak_sandbox=true to run with resource limits and an "
+                               "audit hook only (not a boundary against code that attacks it)")
+    return info
+
+
+def run_suite(code: str, suite: Suite, info: sandbox.SandboxInfo, timeout_s: float = 5.0, memory_mb: int = 512,
+              io_compare: str = "lines", float_tol: float = 0.0, stop_on_failure: bool = False) -> list[bool]:
+    """Whether `code` passes each test of `suite`, within `timeout_s` of wall clock for the whole suite."""
+    deadline = time.monotonic() + timeout_s
+    limits = sandbox.Limits(cpu_s=int(timeout_s) + 1, memory_mb=memory_mb)
+    if suite.kind == "stdio":
+        return _run_programs(code, suite, info, limits, deadline, io_compare, float_tol, stop_on_failure)
+    return _run_judged(code, suite, info, limits, deadline, stop_on_failure)
+
+
+def _run_programs(code: str, suite: Suite, info: sandbox.SandboxInfo, limits: sandbox.Limits, deadline: float,
+                  io_compare: str, float_tol: float, stop_on_failure: bool) -> list[bool]:
+    results = [False] * len(suite)
+    for index, (given, expected) in enumerate(suite.items):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout:
+            stdin.write(given.encode())
+            stdin.seek(0)
+            process = sandbox.start(info, "rewards.guest.solution", {"mode": "program", "code": code}, limits,
+                                    stdin=stdin, stdout=stdout)
+            try:
+                finished = process.popen.wait(timeout=remaining) == 0
+            except subprocess.TimeoutExpired:
+                finished = False
+            finally:
+                process.kill()
+            stdout.seek(0)
+            output = stdout.read(_OUTPUT_LIMIT).decode(errors="replace")
+        results[index] = finished and same_output(output, expected, io_compare, float_tol)
+        if stop_on_failure and not results[index]:
+            break
+    return results
+
+
+def _run_judged(code: str, suite: Suite, info: sandbox.SandboxInfo, limits: sandbox.Limits, deadline: float,
+                stop_on_failure: bool) -> list[bool]:
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    verdicts_r, verdicts_w = os.pipe()
+    open_fds = {requests_r, requests_w, replies_r, replies_w, verdicts_r, verdicts_w}
+    processes = []
     try:
-        probe = subprocess.run([*prefix, sys.executable, "-I", "-c", "pass"], capture_output=True, timeout=10,
-                               env={})
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return prefix if probe.returncode == 0 else ()
+        processes.append(sandbox.start(info, "rewards.guest.solution", {
+            "mode": "serve", "code": code, "requests_fd": requests_r, "replies_fd": replies_w}, limits,
+            pass_fds=(requests_r, replies_w)))
+        processes.append(sandbox.start(info, "rewards.guest.judge", {
+            "tests": list(suite.items), "requests_fd": requests_w, "replies_fd": replies_r,
+            "verdicts_fd": verdicts_w}, limits, pass_fds=(requests_w, replies_r, verdicts_w)))
+        for fd in (requests_r, requests_w, replies_r, replies_w, verdicts_w):  # EOFs must reach the other side
+            os.close(fd)
+            open_fds.discard(fd)
+        return _read_verdicts(verdicts_r, len(suite), deadline, stop_on_failure)
+    finally:
+        for process in processes:
+            process.kill()
+        for fd in open_fds:
+            os.close(fd)
 
 
-def run_tests(code: str, tests: Sequence[str], timeout_s: float = 5.0, memory_mb: int = 512) -> list[bool]:
-    """Run `code` then each test (a statement or script) in one sandboxed child; whether each test passed.
+def _read_verdicts(fd: int, count: int, deadline: float, stop_on_failure: bool) -> list[bool]:
+    """`pass N` / `fail N ...` lines from the judge until it ends, the deadline passes or (optionally) a failure."""
+    results, buffer = [False] * count, b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return results
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return results
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            verdict, _, rest = line.decode(errors="replace").partition(" ")
+            index = int(rest.split(" ", 1)[0])
+            if 0 <= index < count:
+                results[index] = verdict == "pass"
+            if stop_on_failure and verdict != "pass":
+                return results
 
-    A test passes when it runs without raising after the code ran. A timeout, crash or error in the code itself
-    fails every test that had not reported a pass.
-    """
-    nonce = secrets.token_hex(16)
-    limits = {"RLIMIT_CPU": math.ceil(timeout_s) + 1, "RLIMIT_AS": memory_mb * 1024 * 1024,
-              "RLIMIT_FSIZE": _FILE_LIMIT_BYTES, "RLIMIT_NPROC": _MAX_PROCS}
-    payload = json.dumps({"nonce": nonce, "code": code, "tests": list(tests), "limits": limits}).encode()
-    command = [*network_isolation_prefix(), sys.executable, "-I", "-B", "-c", _RUNNER]
-    with tempfile.TemporaryDirectory(prefix="rlpost-code-") as workdir, tempfile.TemporaryFile() as output:
-        env = {"HOME": workdir, "TMPDIR": workdir, "LC_ALL": "C.UTF-8"}
+
+def check_code_tests(columns: Mapping[str, Sequence[Any]], tests_key: str = "tests",
+                     allow_weak_sandbox: bool = False, **_: Any) -> str:
+    """Before training: every row's tests parse (rows with none are allowed: they get no score), and this machine
+    has a sandbox code_tests may use. Returns the line `rlpost validate` prints."""
+    if tests_key not in columns:
+        raise ValueError(f"the data has no column {tests_key!r} (set reward.args.code_tests.tests_key to the column "
+                         f"holding the tests); columns: {sorted(columns)}")
+    kinds: dict[str, int] = {}
+    for row, value in enumerate(columns[tests_key]):
         try:
-            subprocess.run(command, input=payload, stdout=output, stderr=subprocess.DEVNULL, cwd=workdir, env=env,
-                           timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            pass  # run() killed the child; the passes it reported so far still count
-        output.seek(max(0, output.seek(0, os.SEEK_END) - _OUTPUT_TAIL_BYTES))
-        lines = output.read().decode(errors="replace").splitlines()
-    passed = {line.split()[-1] for line in lines if line.startswith(f"{nonce} pass ")}
-    return [str(i) in passed for i in range(len(tests))]
+            suite = parse_tests(value)
+        except ValueError as err:
+            raise ValueError(f"row {row}, column {tests_key!r}: {err}") from None
+        label = "no tests" if suite is None else suite.label
+        kinds[label] = kinds.get(label, 0) + 1
+    info = require_sandbox(allow_weak_sandbox)
+    counts = ", ".join(f"{n} {label}" for label, n in sorted(kinds.items()))
+    return f"code_tests: rows {counts}; sandbox {info.detail}"
+
+
+def sandbox_health(**_: Any) -> dict[str, float]:
+    """Logged every step as reward_health/sandbox_weak: 1 when code runs without kernel isolation."""
+    return {"sandbox_weak": 0.0 if sandbox.detect().strong else 1.0}
 
 
 @reward(batch_size=8)  # at most 8 x timeout_s / parallel per call: well inside reward.timeout_s
-def code_tests(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
+def code_tests(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any],
                tests_key: str = "tests", all_or_nothing: bool = False, timeout_s: float = 5.0,
-               memory_mb: int = 512, parallel: int = 4, **columns: Any) -> list[float | None]:
-    """Fraction of the sample's tests the completion's code passes, run in a sandbox (see the module docstring).
+               memory_mb: int = 512, parallel: int = 4, allow_weak_sandbox: bool = False, io_compare: str = "lines",
+               float_tol: float = 0.0, **columns: Any) -> list[float | None]:
+    """Fraction of the row's tests the completion's code passes (see the module docstring for how it is judged).
 
-    Code: `extract_code(completion)`. Tests: the dataset column `tests_key`, per sample either a string (one test
-    script run after the code, counting as one test) or a list of strings (independent test statements, e.g.
-    `assert f(2) == 4`). `all_or_nothing` scores 1 only when every test passes. A sample without tests gets None.
-    `timeout_s` and `memory_mb` limit each completion's child; `parallel` children run at once.
+    Code: `extract_code` of the completion. Tests: the dataset column `tests_key` (formats: rewards/code_formats.py);
+    a row without tests (None) gets None. `all_or_nothing` scores 1 only when every test passes (and stops at the
+    first failure). `timeout_s` is the wall clock for one completion's tests, `memory_mb` each process's address
+    space; `parallel` completions run at once. stdin/stdout tests compare output by `io_compare` ('lines' or
+    'tokens') with `float_tol`.
     """
+    info = require_sandbox(allow_weak_sandbox)
     if tests_key not in columns:
         raise ValueError(f"code_tests: no dataset column {tests_key!r} (set reward.args tests_key to the column "
                          "holding the tests)")
-    suites = [[t] if isinstance(t, str) else [] if t is None else list(t) for t in columns[tests_key]]
+    if io_compare not in ("lines", "tokens"):
+        raise ValueError(f"code_tests: io_compare must be 'lines' or 'tokens', got {io_compare!r}")
+    suites = [parse_tests(value) for value in columns[tests_key]]
     if len(suites) != len(completions):
         raise ValueError(f"code_tests: {len(suites)} {tests_key!r} entries for {len(completions)} completions")
+    jobs = [(extract_code(_text(c)), i) for i, c in enumerate(completions)]
+    unique = {(code, index_of_suite): None for code, index_of_suite in
+              ((code, _first_equal(suites, i)) for code, i in jobs)}
 
-    def score(code: str, suite: list[str]) -> float | None:
-        if not suite:
+    def score(key: tuple[str, int]) -> float | None:
+        code, i = key
+        suite = suites[i]
+        if suite is None:
             return None
-        results = run_tests(code, suite, timeout_s=timeout_s, memory_mb=memory_mb)
+        results = run_suite(code, suite, info, timeout_s, memory_mb, io_compare, float_tol, all_or_nothing)
         return float(all(results)) if all_or_nothing else sum(results) / len(results)
 
-    codes = [extract_code(c) for c in completions]
-    network_isolation_prefix()  # probe once, before the threads
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(codes)))) as pool:
-        return list(pool.map(score, codes, suites))
+    keys = list(unique)
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(keys)))) as pool:
+        scores = dict(zip(keys, pool.map(score, keys)))
+    return [scores[(code, _first_equal(suites, i))] for code, i in jobs]
+
+
+def _first_equal(suites: list[Suite | None], i: int) -> int:
+    """The first index whose suite equals suite i (samples of one prompt share their tests)."""
+    for j in range(i + 1):
+        if suites[j] == suites[i]:
+            return j
+    return i
