@@ -270,6 +270,9 @@ class RootConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
+_SECTIONS = tuple(f.name for f in dataclasses.fields(RootConfig))
+
+
 class RecipeError(ValueError):
     """A recipe or override that does not fit the schema; the message names the key path and the file."""
 
@@ -294,12 +297,7 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
     from omegaconf import OmegaConf
 
     layers = _recipe_layers(resolve_recipe_path(str(recipe)), seen=())
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(f"command line: override {item!r} is not of the form key=value")
-        if item.startswith("resume="):  # the short form users type
-            item = "checkpoint." + item
-        layers.append((OmegaConf.from_dotlist([item]), f"command line ({item})"))
+    layers += [_override_layer(item) for item in overrides]
     merged = OmegaConf.structured(RootConfig)
     for layer, origin in layers:
         merged = _merge(merged, layer, origin)
@@ -323,6 +321,31 @@ def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
     check_values(config, f"{recipe}" + (" with command-line overrides" if overrides else ""))
     return config
+
+
+def _override_layer(item: str) -> tuple[Any, str]:
+    """One `key=value` override as a config layer and its origin. `key=` is the empty string for str keys (the
+    README's `data.eval_split=` disables eval); for typed keys of other kinds it is an error, not a silent null."""
+    from omegaconf import OmegaConf
+
+    key, equals, value = item.partition("=")
+    if not equals:
+        raise RecipeError(f"command line: override {item!r} is not of the form key=value")
+    if not key.strip():
+        raise RecipeError(f"command line: override {item!r} has no key before '='")
+    if key == "resume":  # the short form users type
+        key, item = "checkpoint.resume", "checkpoint." + item
+    origin = f"command line ({item})"
+    kind = _field_type(key)
+    if value == "" and kind == "str":
+        value = "''"
+    elif value == "" and kind:
+        raise RecipeError(f"{origin}: key '{key}' has no value after '=' (expected {kind}; only str keys take an "
+                          "empty value)")
+    try:
+        return OmegaConf.from_dotlist([f"{key}={value}"]), origin
+    except Exception as err:  # YAML or grammar errors in the value: name the override, never a traceback
+        raise RecipeError(f"{origin}: cannot parse the value {value!r}: {_yaml_problem(err)}") from None
 
 
 def _check_required(layers: list[tuple[Any, str]]) -> None:
@@ -367,9 +390,11 @@ def _recipe_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[Any, str]]:
     try:
         raw = OmegaConf.load(path)
     except Exception as err:
-        raise RecipeError(f"{path}: not valid YAML: {_first_line(err)}") from None
+        raise RecipeError(f"{path}: not valid YAML{_yaml_where(path, err)}: {_yaml_problem(err)}") from None
     if not isinstance(raw, DictConfig):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    if not raw:  # an empty file (or only comments, or null) would silently run every schema default
+        raise RecipeError(f"{path}: the recipe is empty; set at least one key (or `defaults: [a recipe]`)")
     layers: list[tuple[Any, str]] = []
     parents = raw.pop("defaults", [])
     if isinstance(parents, str):
@@ -389,7 +414,7 @@ def _recipe_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[Any, str]]:
 
 def _merge(base: Any, layer: Any, origin: str) -> Any:
     """Merge one layer into the schema-typed config, translating OmegaConf errors into RecipeError."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     try:
@@ -398,6 +423,11 @@ def _merge(base: Any, layer: Any, origin: str) -> Any:
         key = err.full_key or "?"
         raise RecipeError(f"{origin}: unknown key '{key}'{_suggest(key)}") from None
     except OmegaConfBaseException as err:
+        plain = OmegaConf.to_container(layer, resolve=False) if isinstance(layer, DictConfig) else layer
+        scalar = [(k, v) for k, v in plain.items() if k in _SECTIONS and not isinstance(v, dict)]
+        if not err.full_key and scalar:  # OmegaConf names no key when a whole section is given a scalar
+            raise RecipeError(f"{origin}: key '{scalar[0][0]}' is a section (a mapping of keys), got "
+                              f"{scalar[0][1]!r}") from None
         key = err.full_key or "?"
         expected = _field_type(key)
         raise RecipeError(f"{origin}: key '{key}': {_first_line(err)}"
@@ -422,6 +452,35 @@ def _field_type(key: str) -> str:
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, [k for k, *_ in all_fields()], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _yaml_problem(err: Exception) -> str:
+    """What PyYAML says went wrong, context first ("while parsing a flow sequence: did not find expected ','"),
+    without the marks, which `_yaml_where` gives; other errors' first line."""
+    import yaml
+
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        return f"{err.context}: {err.problem}" if err.context else err.problem
+    return _first_line(err)
+
+
+def _yaml_where(path: Path, err: Exception) -> str:
+    """' at line L, column C' of a YAML error in `path`, plus the hints its line calls for (tab, unquoted ???)."""
+    import yaml
+
+    mark = getattr(err, "problem_mark", None) if isinstance(err, yaml.MarkedYAMLError) else None
+    if mark is None:
+        return ""
+    lines = path.read_text(errors="replace").splitlines()
+    text = lines[mark.line] if mark.line < len(lines) else ""
+    hint = ""
+    if text[mark.column:mark.column + 1] == "\t" or (not text.strip() and "\t" in text):
+        hint = " (a tab: YAML indents with spaces)"
+    elif "???" in text:
+        hint = " (in {...} flow style write '???' in quotes)"
+    context = getattr(err, "context_mark", None)
+    context_line = f", in the block from line {context.line + 1}" if context and context.line != mark.line else ""
+    return f" at line {mark.line + 1}, column {mark.column + 1}{context_line}{hint}"
 
 
 def _first_line(err: Exception) -> str:

@@ -3,10 +3,14 @@ together. Every failure is a RecipeError naming the key path and the recipe (or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rlpost.config import RecipeError, RewardConfig, RootConfig
+
+if TYPE_CHECKING:
+    from rlpost.types import Prompt
 
 # DeepSpeed keys rlpost derives itself (the learner owns accumulation): learner.deepspeed may not set them.
 DEEPSPEED_OWNED = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps",
@@ -28,6 +32,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "allocator.kind": ("fixed", "gvm", "gvm_online"),
     "allocator.grad_norm": ("embedding", "lm_head"),
     "learner.zero_stage": (0, 1, 2, 3),
+    "algorithm.advantage_std_ddof": (0, 1),
     "learner.backend": ("auto", "gloo", "nccl"),
     "sync.transport": ("auto", "cpu", "nccl", "ipc"),
     "data.source": ("embedded", "jsonl", "parquet", "hf"),
@@ -36,17 +41,92 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 
 
+# Upper bounds on counts, lengths and times only keep absurd values (`samples_per_prompt: 1e29`) away from Ray, vLLM
+# and the OS; they sit far above any run rlpost can do, so raise one if a real run needs it.
+MAX_STEPS = 10_000_000
+MAX_ACTORS = 4096  # actors of one role, or GPUs of one vLLM engine
+MAX_COUNT = 1_000_000  # prompts, samples, sequences, rounds
+MAX_TOKENS = 10_000_000
+MAX_SECONDS = 10_000_000  # about 115 days; Python's own timeouts overflow near 9.2e9 s
+MAX_SEED = 2**32 - 1  # numpy's limit; torch and vLLM take it too
+MAX_RESOURCE = 1_000_000  # Ray CPUs, GPUs or custom resources per actor; MiB of a buffer or memory limit
+MAX_SAMPLES_PER_STEP = 10_000_000  # prompts_per_step x samples_per_prompt: a bound on memory, not on taste
+
+# Every int and float key of the schema with its allowed interval ("(" and ")" leave the bound out). Floats must be
+# finite too: nan and inf are refused everywhere. A test checks that no numeric key of the schema is missing here.
+RANGES: dict[str, str] = {
+    "data.n_train_per_source": f"[1, {MAX_COUNT}]", "data.n_eval_per_source": f"[0, {MAX_COUNT}]",
+    "data.max_prompt_tokens": f"[1, {MAX_TOKENS}]", "data.seed": f"[0, {MAX_SEED}]",
+    "rollout.num_engines": f"[1, {MAX_ACTORS}]", "rollout.samples_per_prompt": f"[1, {MAX_COUNT}]",
+    "rollout.temperature": "(0, inf)", "rollout.top_p": "(0, 1]",
+    "rollout.max_new_tokens": f"[1, {MAX_TOKENS}]", "rollout.max_model_len": f"[2, {MAX_TOKENS}]",
+    "rollout.cpu_kv_cache_gib": "[1, 65536]",  # vLLM reads 0 as a KV cache of 0 bytes
+    "rollout.gpu_memory_utilization": "(0, 1]",
+    "rollout.tensor_parallel_size": f"[1, {MAX_ACTORS}]", "rollout.seed": f"[0, {MAX_SEED}]",
+    "reward.num_workers": f"[1, {MAX_ACTORS}]", "reward.chunk_size": f"[1, {MAX_COUNT}]",
+    "reward.timeout_s": f"(0, {MAX_SECONDS}]", "reward.memory_mb": f"[0, {MAX_RESOURCE}]",
+    "reward.max_error_rate": "[0, 1]",
+    "algorithm.prompts_per_step": f"[1, {MAX_COUNT}]", "algorithm.advantage_eps": "[0, inf)",
+    "algorithm.loss_constant": f"[0, {MAX_TOKENS}]", "algorithm.clip_eps_low": "[0, 1]",
+    "algorithm.clip_eps_high": "[0, inf)", "algorithm.dual_clip_c": "[0, inf)", "algorithm.kl_coef": "[0, inf)",
+    "algorithm.entropy_coef": "[0, inf)", "algorithm.updates_per_batch": f"[1, {MAX_COUNT}]",
+    "algorithm.epochs": f"[1, {MAX_COUNT}]", "algorithm.tis_cap": "(0, inf)",
+    "algorithm.max_gen_rounds": f"[1, {MAX_COUNT}]", "algorithm.overlong_buffer": f"[0, {MAX_TOKENS}]",
+    "algorithm.overlong_penalty": "[0, inf)",
+    "sampler.dump_window": f"[1, {MAX_COUNT}]", "sampler.dump_exploration": "[0, inf)",
+    "sampler.dump_temperature": "(0, inf)", "sampler.success_threshold": "(-inf, inf)",
+    "sampler.prioritised_initial": "[0, 1]", "sampler.staged_from_step": f"[0, {MAX_STEPS}]",
+    "sampler.rif_k": f"[0, {MAX_COUNT}]", "sampler.budget_initial": f"[0, {MAX_TOKENS}]",
+    "sampler.budget_decay": "(0, 1]", "sampler.budget_interval": f"[1, {MAX_STEPS}]",
+    "sampler.budget_min": f"[0, {MAX_TOKENS}]",
+    "allocator.prepass_samples": f"[1, {MAX_COUNT}]", "allocator.accept_threshold": "(-inf, inf)",
+    "allocator.alpha": "[0, inf)", "allocator.beta": "(-inf, inf)",
+    "allocator.prior_a": "(0, inf)", "allocator.prior_b": "(0, inf)",  # a Beta prior; 0 and 0 divide 0 by 0
+    "allocator.min_samples": f"[0, {MAX_COUNT}]",
+    "learner.world_size": f"[1, {MAX_ACTORS}]", "learner.lr": "(0, inf)", "learner.adam_eps": "(0, inf)",
+    "learner.weight_decay": "[0, inf)", "learner.grad_clip": "[0, inf)",
+    "learner.micro_batch_size": f"[1, {MAX_COUNT}]", "learner.seed": f"[0, {MAX_SEED}]",
+    "sync.bucket_mb": f"[1, {MAX_RESOURCE}]", "sync.probe_sequences": f"[0, {MAX_COUNT}]",
+    "resources.local_num_cpus": f"[0, {MAX_RESOURCE}]", "resources.rollout_cpus": f"[0, {MAX_RESOURCE}]",
+    "resources.rollout_gpus": f"[0, {MAX_RESOURCE}]", "resources.learner_cpus": f"[0, {MAX_RESOURCE}]",
+    "resources.learner_gpus": f"[0, {MAX_RESOURCE}]", "resources.reward_cpus": f"[0, {MAX_RESOURCE}]",
+    "resources.placement_timeout_s": f"(0, {MAX_SECONDS}]", "resources.call_timeout_s": f"(0, {MAX_SECONDS}]",
+    "run.steps": f"[1, {MAX_STEPS}]", "run.max_train_minutes": "[0, inf)", "run.eval_every": f"[0, {MAX_STEPS}]",
+    "run.eval_max_new_tokens": f"[1, {MAX_TOKENS}]", "run.seed": f"[0, {MAX_SEED}]",
+    "checkpoint.every": f"[0, {MAX_STEPS}]", "checkpoint.keep_last": f"[1, {MAX_COUNT}]",
+    "checkpoint.stop_grace_s": f"[0, {MAX_SECONDS}]",
+}
+# Keys holding lists or mappings of numbers: the interval holds for every entry.
+ENTRY_RANGES: dict[str, str] = {
+    "reward.weights": "(-inf, inf)", "learner.betas": "[0, 1)", "sampler.mixture_weights": "[0, inf)",
+    "resources.rollout_custom": f"[0, {MAX_RESOURCE}]", "resources.learner_custom": f"[0, {MAX_RESOURCE}]",
+    "resources.reward_custom": f"[0, {MAX_RESOURCE}]",
+}
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether `value` lies in an interval written "[lo, hi]", "(lo, hi]", ...; nan and inf never do."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    if not math.isfinite(value):
+        return False
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+def _value(config: RootConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
 def check_values(config: RootConfig, origin: str) -> None:
     """Values the types allow but the recipe may not use: choices, ranges, and combinations of keys."""
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = _value(config, key)
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
+    _check_ranges(config, origin)
     _check_reward(config.reward, origin)
-    if config.checkpoint.every < 0 or config.checkpoint.keep_last < 1 or config.checkpoint.stop_grace_s < 0:
-        raise RecipeError(f"{origin}: keys 'checkpoint.every' (>= 0), 'checkpoint.keep_last' (>= 1) and "
-                          "'checkpoint.stop_grace_s' (>= 0) must be in range")
     owned = sorted(set(DEEPSPEED_OWNED) & set(config.learner.deepspeed))
     if owned:
         raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "
@@ -54,36 +134,81 @@ def check_values(config: RootConfig, origin: str) -> None:
     if config.data.source != "embedded" and not config.data.path:
         raise RecipeError(f"{origin}: key 'data.path' is required when data.source is {config.data.source!r} "
                           "(a jsonl/parquet file, may contain '{split}', or a Hugging Face dataset id)")
-    for key in ("algorithm.prompts_per_step", "rollout.samples_per_prompt", "learner.world_size",
-                "rollout.num_engines", "reward.num_workers", "reward.chunk_size", "learner.micro_batch_size",
-                "algorithm.updates_per_batch", "algorithm.epochs", "algorithm.max_gen_rounds",
-                "allocator.prepass_samples"):
-        section, name = key.split(".")
-        if getattr(getattr(config, section), name) < 1:
-            raise RecipeError(f"{origin}: key '{key}' must be at least 1")
     alg = config.algorithm
     if alg.dual_clip_c and alg.dual_clip_c <= 1.0:
         raise RecipeError(f"{origin}: key 'algorithm.dual_clip_c' must be 0 (off) or greater than 1, "
                           f"got {alg.dual_clip_c}")
-    if alg.tis_cap <= 0:
-        raise RecipeError(f"{origin}: key 'algorithm.tis_cap' must be positive, got {alg.tis_cap}")
-    if alg.kl_coef < 0 or alg.entropy_coef < 0:
-        raise RecipeError(f"{origin}: keys 'algorithm.kl_coef' and 'algorithm.entropy_coef' must not be negative")
+    if alg.advantage_std != "none" and alg.advantage_eps <= 0:  # a group of equal rewards would give 0 / 0
+        raise RecipeError(f"{origin}: key 'algorithm.advantage_eps' must be positive when algorithm.advantage_std "
+                          f"is {alg.advantage_std!r}, got {alg.advantage_eps}")
     smp = config.sampler
     if smp.kind == "mixture" and not smp.mixture_weights:
         raise RecipeError(f"{origin}: sampler.kind is 'mixture' but key 'sampler.mixture_weights' is empty "
                           "(give a weight per data_source, e.g. sampler.mixture_weights.sum5=2.0)")
     if smp.kind == "staged" and not smp.staged_sources:
         raise RecipeError(f"{origin}: sampler.kind is 'staged' but key 'sampler.staged_sources' is empty")
-    if smp.dump_window < 1 or smp.dump_temperature <= 0 or smp.dump_exploration < 0:
-        raise RecipeError(f"{origin}: keys 'sampler.dump_window' (>= 1), 'sampler.dump_temperature' (> 0) and "
-                          "'sampler.dump_exploration' (>= 0) are out of range")
-    if smp.rif_k < 0 or smp.budget_initial < 0 or smp.budget_interval < 1 or not 0 < smp.budget_decay <= 1:
-        raise RecipeError(f"{origin}: keys 'sampler.rif_k' (>= 0), 'sampler.budget_initial' (>= 0), "
-                          "'sampler.budget_interval' (>= 1) and 'sampler.budget_decay' (in (0, 1]) are out of range")
     if alg.overlong_shaping and not 0 <= alg.overlong_buffer < config.rollout.max_new_tokens:
         raise RecipeError(f"{origin}: key 'algorithm.overlong_buffer' must be in [0, rollout.max_new_tokens="
                           f"{config.rollout.max_new_tokens}), got {alg.overlong_buffer}")
+
+
+def _check_ranges(config: RootConfig, origin: str) -> None:
+    """Every numeric key, and every entry of numeric lists and mappings, finite and inside its interval; generation
+    caps below the context length; a step's completions within memory."""
+    for key, interval in RANGES.items():
+        value = _value(config, key)
+        if not in_interval(value, interval):
+            kind = "an integer" if isinstance(value, int) else "a finite number"
+            raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {kind} in {interval}")
+    for key, interval in ENTRY_RANGES.items():
+        entries = _value(config, key)
+        for name, value in entries.items() if isinstance(entries, Mapping) else enumerate(entries):
+            if not in_interval(value, interval):
+                raise RecipeError(f"{origin}: key '{key}' has {value!r} at {name!r}; allowed: finite numbers in "
+                                  f"{interval}")
+    if len(config.learner.betas) != 2:
+        raise RecipeError(f"{origin}: key 'learner.betas' must hold two numbers (AdamW's beta1 and beta2), got "
+                          f"{list(config.learner.betas)}")
+    limit = config.rollout.max_model_len
+    for key in ("rollout.max_new_tokens", "run.eval_max_new_tokens", "data.max_prompt_tokens"):
+        if _value(config, key) >= limit:  # vLLM's context holds the prompt and the completion
+            raise RecipeError(f"{origin}: key '{key}' is {_value(config, key)}; it must be below "
+                              f"rollout.max_model_len={limit}, which holds prompt and completion together")
+    per_step = config.algorithm.prompts_per_step * config.rollout.samples_per_prompt
+    if per_step > MAX_SAMPLES_PER_STEP:
+        raise RecipeError(f"{origin}: keys 'algorithm.prompts_per_step' x 'rollout.samples_per_prompt' ask for "
+                          f"{per_step} completions per step; at most {MAX_SAMPLES_PER_STEP}")
+
+
+def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: Sequence[Prompt] = ()) -> None:
+    """Checks that need the tokenized prompts: run after loading the data, before any actor starts.
+
+    prompts_per_step above the number of prompts a step draws from is an error, not a warning: each step would then
+    hold some prompt several times, as separate groups with separate baselines, which is a larger group in disguise
+    and never what the recipe meant (rollout.samples_per_prompt does it properly); a warning scrolls past unseen.
+    A prompt whose tokens plus its generation cap exceed rollout.max_model_len is an error too: vLLM would end its
+    completions at the context limit, shorter than the cap, and nothing would say so.
+    """
+    alg, smp = config.algorithm, config.sampler
+    pools = [("the training split", len(train))]
+    if smp.kind == "staged":
+        staged = sum(p.data_source in set(smp.staged_sources) for p in train)
+        pools.append((f"sampler.staged_sources from step {smp.staged_from_step}", staged))
+    for name, size in pools:
+        if alg.prompts_per_step > size:
+            raise RecipeError(f"key 'algorithm.prompts_per_step' is {alg.prompts_per_step} but {name} has only "
+                              f"{size} prompts, so every step would repeat prompts; set it to at most {size} "
+                              "(rollout.samples_per_prompt sets the completions per prompt)")
+    limit = config.rollout.max_model_len
+    for split, prompts, cap_key in ((config.data.train_split, train, "rollout.max_new_tokens"),
+                                    (config.data.eval_split, evaluation, "run.eval_max_new_tokens")):
+        cap = _value(config, cap_key)
+        longest = max(prompts, key=lambda p: len(p.token_ids), default=None)
+        if longest is not None and len(longest.token_ids) + cap > limit:
+            raise RecipeError(f"key 'rollout.max_model_len' is {limit} but row {longest.uid} of split {split!r} "
+                              f"has {len(longest.token_ids)} prompt tokens and {cap_key} is {cap}: vLLM would cut "
+                              "its completions at the context limit; raise max_model_len, lower the cap or filter "
+                              "the data")
 
 
 def _check_reward(reward: RewardConfig, origin: str) -> None:
@@ -109,10 +234,9 @@ def _check_reward(reward: RewardConfig, origin: str) -> None:
                               f"got {value!r}")
     if reward.on_error not in ("raise", "skip"):
         try:
-            float(reward.on_error)
+            finite = math.isfinite(float(reward.on_error))  # a nan score would poison its group's advantages
         except ValueError:
+            finite = False
+        if not finite:
             raise RecipeError(f"{origin}: key 'reward.on_error' is {reward.on_error!r}; allowed: 'raise', 'skip' "
-                              "or a number") from None
-    if not 0.0 <= reward.max_error_rate <= 1.0 or reward.timeout_s <= 0 or reward.memory_mb < 0:
-        raise RecipeError(f"{origin}: keys 'reward.max_error_rate' (in [0, 1]), 'reward.timeout_s' (> 0) and "
-                          "'reward.memory_mb' (>= 0) are out of range")
+                              "or a finite number")

@@ -1,0 +1,197 @@
+"""Recipe values out of range, empty and null overrides, YAML mistakes and data-dependent checks: each is one line
+naming the key (or the file's line) and the recipe or command line, before any actor starts; through the CLI, exit 2
+and no traceback."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rlpost.cli import main
+from rlpost.config import RecipeError, all_fields, load_config
+from rlpost.recipe_checks import CHOICES, ENTRY_RANGES, RANGES, check_against_data, in_interval
+from rlpost.types import Prompt
+
+
+def _write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _refused(overrides: list[str]) -> str:
+    with pytest.raises(RecipeError) as err:
+        load_config("quickstart", overrides)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("run.steps=0", "'run.steps' is 0; allowed: an integer in [1, 10000000]"),
+    ("run.steps=-1", "'run.steps' is -1"),
+    ("run.steps=100000000000000000000", "'run.steps' is 100000000000000000000"),
+    ("learner.lr=nan", "'learner.lr' is nan; allowed: a finite number in (0, inf)"),
+    ("learner.lr=-1.0", "'learner.lr' is -1.0"),
+    ("learner.lr=inf", "'learner.lr' is inf"),
+    ("learner.lr=1e999", "'learner.lr' is inf"),
+    ("rollout.temperature=-1", "'rollout.temperature' is -1.0"),
+    ("rollout.temperature=0", "'rollout.temperature' is 0.0"),
+    ("rollout.top_p=2", "'rollout.top_p' is 2.0; allowed: a finite number in (0, 1]"),
+    ("rollout.top_p=0", "'rollout.top_p' is 0.0"),
+    ("rollout.max_new_tokens=0", "'rollout.max_new_tokens' is 0"),
+    ("rollout.max_new_tokens=5000", "'rollout.max_new_tokens' is 5000; it must be below rollout.max_model_len=64"),
+    ("data.max_prompt_tokens=64", "'data.max_prompt_tokens' is 64; it must be below rollout.max_model_len=64"),
+    ("rollout.samples_per_prompt=100000000000000000000000000000", "'rollout.samples_per_prompt' is 1000000000"),
+    ("learner.world_size=0", "'learner.world_size' is 0"),
+    ("rollout.num_engines=100000", "'rollout.num_engines' is 100000; allowed: an integer in [1, 4096]"),
+    ("learner.betas=[0.9,1.0]", "'learner.betas' has 1.0 at 1; allowed: finite numbers in [0, 1)"),
+    ("learner.betas=[0.9]", "'learner.betas' must hold two numbers"),
+    ("learner.adam_eps=0", "'learner.adam_eps' is 0.0"),
+    ("learner.grad_clip=-1", "'learner.grad_clip' is -1.0"),
+    ("algorithm.clip_eps_low=-0.1", "'algorithm.clip_eps_low' is -0.1"),
+    ("algorithm.clip_eps_high=nan", "'algorithm.clip_eps_high' is nan"),
+    ("algorithm.advantage_eps=0", "'algorithm.advantage_eps' must be positive when algorithm.advantage_std is 'group'"),
+    ("algorithm.advantage_std_ddof=2", "'algorithm.advantage_std_ddof' is 2; allowed: 0, 1"),
+    ("reward.timeout_s=inf", "'reward.timeout_s' is inf"),
+    ("resources.call_timeout_s=0", "'resources.call_timeout_s' is 0.0"),
+    ("reward.on_error=nan", "'reward.on_error' is 'nan'; allowed: 'raise', 'skip' or a finite number"),
+    ("reward.weights=[nan]", "'reward.weights' has nan at 0"),
+    ("sampler.mixture_weights.sum5=nan", "'sampler.mixture_weights' has nan at 'sum5'"),
+    ("resources.rollout_custom.node=-1", "'resources.rollout_custom' has -1.0 at 'node'"),
+    ("allocator.prior_a=0", "'allocator.prior_a' is 0.0"),
+])
+def test_out_of_range_overrides_name_the_key_and_the_command_line(override, fragment):
+    message = _refused([override])
+    assert "quickstart with command-line overrides: key " in message and fragment in message, message
+
+
+def test_more_completions_per_step_than_memory_allows_is_refused():
+    message = _refused(["algorithm.prompts_per_step=1000000", "rollout.samples_per_prompt=1000"])
+    assert "ask for 1000000000 completions per step" in message
+
+
+def test_advantage_eps_may_be_zero_without_std_normalisation():
+    config = load_config("quickstart", ["algorithm.preset=dr_grpo", "algorithm.advantage_eps=0"])
+    assert config.algorithm.advantage_std == "none" and config.algorithm.advantage_eps == 0
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("learner:\n  lr: .nan\n", "key 'learner.lr' is nan"),
+    ("learner:\n  lr: -.inf\n", "key 'learner.lr' is -inf"),
+    ("run:\n  steps: 0\n", "key 'run.steps' is 0"),
+    ("rollout:\n  temperature: -1\n  top_p: 2\n", "key 'rollout.temperature' is -1.0"),
+])
+def test_out_of_range_recipe_values_name_the_file(tmp_path, text, fragment):
+    with pytest.raises(RecipeError, match="bad.yaml: " + fragment.replace(".", r"\.")):
+        load_config(_write(tmp_path, text))
+
+
+def test_realistic_large_runs_are_accepted():
+    config = load_config("quickstart", ["run.steps=100000", "algorithm.prompts_per_step=1024",
+                                        "rollout.samples_per_prompt=64", "rollout.max_model_len=32768",
+                                        "rollout.max_new_tokens=16384", "learner.world_size=64",
+                                        "resources.call_timeout_s=86400", "learner.lr=1e-6"])
+    assert config.rollout.samples_per_prompt == 64
+
+
+def test_every_numeric_key_has_a_range():
+    for key, type_name, _, _ in all_fields():
+        if type_name in ("int", "float"):
+            assert key in RANGES or key in CHOICES, f"{key} has no range in recipe_checks.RANGES"
+        elif "float" in type_name:  # list[float], dict[str, float]
+            assert key in ENTRY_RANGES, f"{key} has no range in recipe_checks.ENTRY_RANGES"
+    assert set(RANGES) | set(ENTRY_RANGES) <= {key for key, *_ in all_fields()}
+
+
+def test_intervals_respect_open_and_closed_ends():
+    assert [in_interval(v, "(0, 1]") for v in (0, 1e-12, 1, 1.0001)] == [False, True, True, False]
+    assert [in_interval(v, "[0, 1)") for v in (0, 1)] == [True, False]
+    assert not in_interval(float("nan"), "(-inf, inf)") and not in_interval(float("inf"), "[0, inf)")
+
+
+def test_empty_value_is_the_empty_string_for_str_keys_only():
+    config = load_config("quickstart", ["data.eval_split=", "resume="])
+    assert (config.data.eval_split, config.checkpoint.resume) == ("", "")
+    assert "key 'run.steps' has no value after '=' (expected int" in _refused(["run.steps="])
+    assert "key 'reward.weights' has no value after '=' (expected list[float]" in _refused(["reward.weights="])
+    assert "key 'run.steps'" in _refused(["run.steps=null"])  # null is no int either
+    assert "key 'data.eval_split'" in _refused(["data.eval_split=null"])  # nor a str: `key=` is the empty one
+    assert "override '=3' has no key" in _refused(["=3"])
+    args = load_config("quickstart", ["reward.args.exact_match.x="]).reward.args  # free-form values stay null
+    assert args["exact_match"]["x"] is None
+
+
+def test_malformed_override_is_named_not_a_traceback():
+    message = _refused(["reward.functions=[a,b"])
+    assert message == ("command line (reward.functions=[a,b): cannot parse the value '[a,b': while parsing a flow "
+                       "sequence: did not find expected ',' or ']'")
+    assert "command line (run.name=${oops)" in _refused(["run.name=${oops"])
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("run:\n  steps: 3\nrollout:\n  seed: 1\nrun:\n  steps: 4\n",
+     ["not valid YAML at line 5, column 1", "found duplicate key run"]),
+    ("run:\n\tsteps: 3\n", ["at line 2, column 1 (a tab: YAML indents with spaces)", "cannot start any token"]),
+    ("reward:\n  functions: [a, b\nrun:\n  steps: 2\n",
+     ["in the block from line 2", "while parsing a flow sequence: did not find expected ',' or ']'"]),
+    ("model: {path: ???}\n", ["at line 1, column 15 (in {...} flow style write '???' in quotes)"]),
+    ("", ["the recipe is empty"]),
+    ("# nothing but a comment\n", ["the recipe is empty"]),
+    ("run: 3\n", ["key 'run' is a section (a mapping of keys), got 3"]),
+])
+def test_yaml_mistakes_keep_the_problem_and_its_line(tmp_path, text, fragments):
+    with pytest.raises(RecipeError) as err:
+        load_config(_write(tmp_path, text))
+    message = str(err.value)
+    assert "bad.yaml" in message and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_quoted_required_marker_in_flow_style_is_the_required_error(tmp_path):
+    with pytest.raises(RecipeError, match="key 'model.path' is required"):
+        load_config(_write(tmp_path, "model: {path: '???'}\n"))
+
+
+@pytest.mark.parametrize("recipe_text, overrides, fragment", [
+    ("run:\n  steps: 2\nrun:\n  steps: 3\n", [], "found duplicate key run"),
+    ("", [], "the recipe is empty"),
+    ("run:\n  steps: 2\n", ["reward.functions=[a,b"], "command line (reward.functions=[a,b)"),
+    ("run:\n  steps: 2\n", ["learner.lr=nan"], "key 'learner.lr' is nan"),
+])
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, recipe_text, overrides, fragment):
+    path = _write(tmp_path, recipe_text)
+    assert main(["validate", "--offline", str(path), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlpost: error: ") and fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _prompts(lengths: list[int], sources: list[str] | None = None) -> list[Prompt]:
+    sources = sources or ["s"] * len(lengths)
+    return [Prompt(uid, "p", [1] * n, "a", source) for uid, (n, source) in enumerate(zip(lengths, sources))]
+
+
+def test_prompts_per_step_above_the_training_prompts_is_refused():
+    config = load_config("quickstart", ["algorithm.prompts_per_step=1000"])
+    with pytest.raises(RecipeError, match="'algorithm.prompts_per_step' is 1000 but the training split has only 3 "
+                                          "prompts"):
+        check_against_data(config, _prompts([4, 4, 4]))
+    check_against_data(load_config("quickstart", ["algorithm.prompts_per_step=3"]), _prompts([4, 4, 4]))
+
+
+def test_staged_sources_must_fill_a_step():
+    config = load_config("quickstart", ["algorithm.prompts_per_step=3", "sampler.kind=staged",
+                                        "sampler.staged_sources=[hard]"])
+    with pytest.raises(RecipeError, match="sampler.staged_sources from step 0 has only 1 prompts"):
+        check_against_data(config, _prompts([4, 4, 4], ["easy", "easy", "hard"]))
+
+
+def test_prompt_plus_generation_cap_must_fit_the_context():
+    config = load_config("quickstart", ["algorithm.prompts_per_step=2"])  # max_model_len 64, max_new_tokens 4
+    check_against_data(config, _prompts([60, 3]))
+    with pytest.raises(RecipeError, match="row 0 of split 'train' has 61 prompt tokens and rollout.max_new_tokens "
+                                          "is 4"):
+        check_against_data(config, _prompts([61, 3]))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, eval_max_new_tokens=20))
+    with pytest.raises(RecipeError, match="row 1 of split 'test' has 50 prompt tokens and run.eval_max_new_tokens"):
+        check_against_data(config, _prompts([10, 3]), _prompts([10, 50]))
