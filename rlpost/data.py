@@ -45,14 +45,7 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
         path = Path(cfg.path.format(split=split))
         if not path.is_file():
             raise DataError(f"data.path: jsonl file not found: {path}")
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{number}: not valid JSON ({err})") from None
-        return rows
+        return _jsonl_rows(path)
     if cfg.source == "parquet":
         path = Path(cfg.path.format(split=split))
         if not path.is_file():
@@ -75,6 +68,30 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
     return [dict(row) for row in dataset]
 
 
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    """One JSON object per line; a UTF-8 byte-order mark is allowed. Lines are split on newlines only: str.splitlines
+    would also split inside JSON strings holding U+2028 or U+0085, which JSON allows unescaped."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    rows = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                            f"{err.start + 1}); jsonl files must be UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: a row must be a JSON object ({{\"column\": value, ...}}), got "
+                            f"{type(row).__name__} {line.strip()[:40]}")
+        rows.append(row)
+    return rows
+
+
 def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, split: str) -> list[Prompt]:
     """Tokenize rows into Prompts; fail with a clear message on empty data, missing columns or over-long prompts."""
     if not rows:
@@ -89,6 +106,7 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
         if absent:
             raise DataError(f"split {split!r}: row {uid} has no value in column(s) {absent}; every row needs "
                             f"data.prompt_key and data.answer_key")
+        _check_prompt(row[cfg.prompt_key], f"split {split!r}: row {uid}: column {cfg.prompt_key!r}")
         text, ids = encode_prompt(row[cfg.prompt_key], cfg, tokenizer)
         if len(ids) > cfg.max_prompt_tokens:
             too_long.append((uid, len(ids)))
@@ -105,6 +123,32 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
                         f"{cfg.max_prompt_tokens} (longest {worst} tokens, first at row {too_long[0][0]}); "
                         "raise the limit or filter the data — prompts are never cut silently")
     return prompts
+
+
+def _check_prompt(prompt: Any, where: str) -> None:
+    """A prompt is a non-empty string or a non-empty list of chat messages, each {role: str, content: str}.
+
+    Anything else is refused rather than stringified: a number, a dict or a list of ids in the prompt column is
+    almost always the wrong column (data.prompt_key) or a serialisation slip, and an empty prompt gives the policy
+    nothing to answer. A single message given as a dict is refused too, with the fix (wrap it in a list).
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise DataError(f"{where} is an empty prompt")
+        return
+    if isinstance(prompt, dict):
+        raise DataError(f"{where} is a dict; a prompt is a string or a list of {{role, content}} messages (wrap "
+                        "a single message in a list)")
+    if not isinstance(prompt, list):
+        raise DataError(f"{where} is {type(prompt).__name__} {str(prompt)[:40]}; a prompt is a string or a list "
+                        "of {role, content} messages (is data.prompt_key the right column?)")
+    if not prompt:
+        raise DataError(f"{where} is an empty message list")
+    for index, message in enumerate(prompt):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise DataError(f"{where}: message {index} is {str(message)[:60]}; each message must be a "
+                            "{role: str, content: str} mapping")
 
 
 def encode_prompt(prompt: Any, cfg: DataConfig, tokenizer: Any) -> tuple[str, list[int]]:

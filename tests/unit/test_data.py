@@ -93,3 +93,66 @@ def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path):
     with pytest.raises(DataError, match=f"tokenizer has {len(tokenizer)} tokens but the model's embedding has "
                                         f"{len(tokenizer) - 10} rows"):
         check_vocabulary(str(tmp_path / "small"), tokenizer)
+
+
+def _jsonl(tmp_path, body: bytes):
+    (tmp_path / "train.jsonl").write_bytes(body)
+    return dataclasses.replace(load_config("quickstart").data, source="jsonl", path=str(tmp_path / "{split}.jsonl"))
+
+
+def test_non_utf8_jsonl_names_file_and_line(tmp_path):
+    cfg = _jsonl(tmp_path, b'{"prompt": "1+2=", "answer": "3"}\n{"prompt": "caf\xe9", "answer": "1"}\n')
+    with pytest.raises(DataError, match=r"train.jsonl:2: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        load_rows(cfg, "train")
+
+
+@pytest.mark.parametrize("line, kind", [(b"42", "int 42"), (b"[1, 2]", "list [1, 2]"), (b'"text"', 'str "text"'),
+                                        (b"null", "NoneType null")])
+def test_jsonl_line_that_is_not_an_object_is_named(tmp_path, line, kind):
+    cfg = _jsonl(tmp_path, b'{"prompt": "1+2=", "answer": "3"}\n\n' + line + b"\n")
+    expected = r"train.jsonl:3: a row must be a JSON object .*, got " + kind.replace("[", r"\[")
+    with pytest.raises(DataError, match=expected):
+        load_rows(cfg, "train")
+
+
+def test_jsonl_keeps_a_bom_and_line_separators_inside_strings(tmp_path):
+    rows = [{"prompt": "a\u2028b\x85c", "answer": "1"}, {"prompt": "2+2=", "answer": "4"}]
+    body = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode()
+    assert load_rows(_jsonl(tmp_path, b"\xef\xbb\xbf" + body + b"\r\n"), "train") == rows
+
+
+@pytest.mark.parametrize("prompt, fragment", [
+    ([1, 2, 3], r"row 1: column 'prompt': message 0 is 1; each message must be a \{role: str, content: str\}"),
+    ([{"role": "user"}], r"row 1: column 'prompt': message 0 is \{'role': 'user'\}"),
+    ([{"role": "user", "content": "hi"}, {"content": "x"}], "row 1: column 'prompt': message 1 is"),
+    ([], "row 1: column 'prompt' is an empty message list"),
+    ("", "split 'train': row 1: column 'prompt' is an empty prompt"),
+    ("  \n", "row 1: column 'prompt' is an empty prompt"),
+    ({"role": "user", "content": "2+2="}, r"row 1: column 'prompt' is a dict; .* \(wrap a single message in a list\)"),
+    (42, "row 1: column 'prompt' is int 42; a prompt is a string or a list"),
+])
+def test_bad_prompts_name_the_row(prompt, fragment):
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    rows = [{"prompt": "1+2=", "answer": "3"}, {"prompt": prompt, "answer": "4"}]
+    with pytest.raises(DataError, match=fragment):
+        to_prompts(rows, load_config("quickstart").data, tokenizer, "train")
+
+
+def test_parquet_prompt_of_token_ids_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"prompt": [5, 6], "answer": "3"}]), tmp_path / "train.parquet")
+    cfg = dataclasses.replace(load_config("quickstart").data, source="parquet", path=str(tmp_path / "{split}.parquet"))
+    with pytest.raises(DataError, match="row 0: column 'prompt': message 0 is 5"):
+        to_prompts(load_rows(cfg, "train"), cfg, build_tokenizer(), "train")
+
+
+def test_non_string_answers_are_accepted_and_reach_rewards_raw():
+    """Answers stay as the data has them (a number, a list of accepted answers): reward functions get the raw value
+    in their column; Prompt.answer, for the built-ins, is its string."""
+    rows = [{"prompt": "1+2=", "answer": 3}, {"prompt": "2+2=", "answer": ["4", "four"]}]
+    prompts = to_prompts(rows, load_config("quickstart").data, build_tokenizer(), "train")
+    assert [p.answer for p in prompts] == ["3", "['4', 'four']"]
+    assert [p.columns["answer"] for p in prompts] == [3, ["4", "four"]]
