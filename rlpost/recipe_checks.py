@@ -180,25 +180,18 @@ def _check_ranges(config: RootConfig, origin: str) -> None:
                           f"{per_step} completions per step; at most {MAX_SAMPLES_PER_STEP}")
 
 
-def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: Sequence[Prompt] = ()) -> None:
-    """Checks that need the tokenized prompts: run after loading the data, before any actor starts.
+def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: Sequence[Prompt] = ()) -> list[str]:
+    """Checks that need the tokenized prompts, run after loading the data and before any actor starts: raises
+    RecipeError on an error, returns warnings to print.
 
-    prompts_per_step above the number of prompts a step draws from is an error, not a warning: each step would then
-    hold some prompt several times, as separate groups with separate baselines, which is a larger group in disguise
-    and never what the recipe meant (rollout.samples_per_prompt does it properly); a warning scrolls past unseen.
-    A prompt whose tokens plus its generation cap exceed rollout.max_model_len is an error too: vLLM would end its
+    A prompt whose tokens plus its generation cap exceed rollout.max_model_len is an error: vLLM would end its
     completions at the context limit, shorter than the cap, and nothing would say so.
+    prompts_per_step above the prompts a step draws from is a warning, not an error: the run is well defined (the
+    uniform sampler goes through the data epoch after epoch, so each step holds every prompt about B/N times and
+    every prompt is trained equally), tiny files under a default recipe are how people smoke-test a dataset (our
+    own test fixtures do), and the cost is compute rather than a wrong gradient. It still says what happens and how
+    to get it properly (rollout.samples_per_prompt), since the probe that found it got no word at all.
     """
-    alg, smp = config.algorithm, config.sampler
-    pools = [("the training split", len(train))]
-    if smp.kind == "staged":
-        staged = sum(p.data_source in set(smp.staged_sources) for p in train)
-        pools.append((f"sampler.staged_sources from step {smp.staged_from_step}", staged))
-    for name, size in pools:
-        if alg.prompts_per_step > size:
-            raise RecipeError(f"key 'algorithm.prompts_per_step' is {alg.prompts_per_step} but {name} has only "
-                              f"{size} prompts, so every step would repeat prompts; set it to at most {size} "
-                              "(rollout.samples_per_prompt sets the completions per prompt)")
     limit = config.rollout.max_model_len
     for split, prompts, cap_key in ((config.data.train_split, train, "rollout.max_new_tokens"),
                                     (config.data.eval_split, evaluation, "run.eval_max_new_tokens")):
@@ -209,6 +202,14 @@ def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: 
                               f"has {len(longest.token_ids)} prompt tokens and {cap_key} is {cap}: vLLM would cut "
                               "its completions at the context limit; raise max_model_len, lower the cap or filter "
                               "the data")
+    steps, smp = config.algorithm.prompts_per_step, config.sampler
+    pools = [("the training split", len(train))]
+    if smp.kind == "staged":
+        staged = sum(p.data_source in set(smp.staged_sources) for p in train)
+        pools.append((f"sampler.staged_sources (from step {smp.staged_from_step})", staged))
+    return [f"key 'algorithm.prompts_per_step' is {steps} but {name} has {size} prompts, so each step repeats "
+            f"prompts about {steps / max(size, 1):.0f} times; set it to at most {size} and raise "
+            "rollout.samples_per_prompt for more completions per prompt" for name, size in pools if steps > size]
 
 
 def _check_reward(reward: RewardConfig, origin: str) -> None:

@@ -171,27 +171,45 @@ def _prompts(lengths: list[int], sources: list[str] | None = None) -> list[Promp
     return [Prompt(uid, "p", [1] * n, "a", source) for uid, (n, source) in enumerate(zip(lengths, sources))]
 
 
-def test_prompts_per_step_above_the_training_prompts_is_refused():
+def test_prompts_per_step_above_the_training_prompts_is_a_warning():
     config = load_config("quickstart", ["algorithm.prompts_per_step=1000"])
-    with pytest.raises(RecipeError, match="'algorithm.prompts_per_step' is 1000 but the training split has only 3 "
-                                          "prompts"):
-        check_against_data(config, _prompts([4, 4, 4]))
-    check_against_data(load_config("quickstart", ["algorithm.prompts_per_step=3"]), _prompts([4, 4, 4]))
+    assert check_against_data(config, _prompts([4, 4, 4])) == [
+        "key 'algorithm.prompts_per_step' is 1000 but the training split has 3 prompts, so each step repeats prompts "
+        "about 333 times; set it to at most 3 and raise rollout.samples_per_prompt for more completions per prompt"]
+    assert check_against_data(load_config("quickstart", ["algorithm.prompts_per_step=3"]), _prompts([4, 4, 4])) == []
 
 
-def test_staged_sources_must_fill_a_step():
+def test_staged_sources_too_few_for_a_step_is_a_warning():
     config = load_config("quickstart", ["algorithm.prompts_per_step=3", "sampler.kind=staged",
                                         "sampler.staged_sources=[hard]"])
-    with pytest.raises(RecipeError, match="sampler.staged_sources from step 0 has only 1 prompts"):
-        check_against_data(config, _prompts([4, 4, 4], ["easy", "easy", "hard"]))
+    (warning,) = check_against_data(config, _prompts([4, 4, 4], ["easy", "easy", "hard"]))
+    assert "but sampler.staged_sources (from step 0) has 1 prompts" in warning
 
 
 def test_prompt_plus_generation_cap_must_fit_the_context():
     config = load_config("quickstart", ["algorithm.prompts_per_step=2"])  # max_model_len 64, max_new_tokens 4
-    check_against_data(config, _prompts([60, 3]))
+    assert check_against_data(config, _prompts([60, 3])) == []
     with pytest.raises(RecipeError, match="row 0 of split 'train' has 61 prompt tokens and rollout.max_new_tokens "
                                           "is 4"):
         check_against_data(config, _prompts([61, 3]))
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, eval_max_new_tokens=20))
     with pytest.raises(RecipeError, match="row 1 of split 'test' has 50 prompt tokens and run.eval_max_new_tokens"):
         check_against_data(config, _prompts([10, 3]), _prompts([10, 50]))
+
+
+def test_cli_data_error_is_one_line_and_exit_2(tmp_path, capsys):
+    """A non-UTF-8 jsonl through `rlpost validate`: the model directory holds only a tokenizer and a config."""
+    from transformers import LlamaConfig
+
+    from rlpost.embedded.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "model")
+    LlamaConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "model")
+    (tmp_path / "train.jsonl").write_bytes(b'{"prompt": "1+2=", "answer": "3"}\n{"prompt": "\xff", "answer": "1"}\n')
+    recipe = _write(tmp_path, f"model:\n  path: {tmp_path / 'model'}\ndata:\n  source: jsonl\n"
+                              f"  path: {tmp_path / 'train.jsonl'}\n  eval_split: ''\n")
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("train.jsonl:2: not UTF-8 text (byte 0xff at column 13); jsonl files must be UTF-8")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
