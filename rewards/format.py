@@ -10,6 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rewards.protocol import Completion, completion_text
+
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _LAYOUT = re.compile(r"\s*<think>.*</think>\s*<answer>.*</answer>\s*", re.DOTALL)
 _LAYOUT_PREFILLED = re.compile(r".*</think>\s*<answer>.*</answer>\s*", re.DOTALL)
@@ -30,9 +32,9 @@ def has_think_answer_layout(completion: str, think_prefilled: bool = False) -> b
     return layout.fullmatch(completion) is not None
 
 
-def think_answer_format(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
+def think_answer_format(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Any],
                         think_prefilled: bool = False, **_: Any) -> list[float]:
     """1.0 for a completion laid out as `<think>...</think>` then `<answer>...</answer>` (see
     `has_think_answer_layout`), else 0.0. Set `think_prefilled` when the chat template already opened `<think>`.
     """
-    return [float(has_think_answer_layout(c, think_prefilled)) for c in completions]
+    return [float(has_think_answer_layout(completion_text(c), think_prefilled)) for c in completions]

@@ -1,7 +1,8 @@
 """Length rewards, on token lengths (`len(completion_ids[i])`): Kimi k1.5's group length penalty, DAPO's soft
 overlong penalty, and a length-budget reward for the Train Long, Think Short curriculum.
 
-Each returns a term meant to be added to a correctness reward (the recipe's reward weights scale it).
+Each returns a term meant to be added to a correctness reward (the recipe's reward weights scale it). They read token
+lengths only, so plain-text and chat completions (rewards/protocol.py) score the same.
 Leaves out: lengths of the thinking trace alone (Train Long, Think Short applies its length term to the trace, §4.1;
 here it is the whole completion) and Kimi's long2short phase (a second run with a smaller max_new_tokens).
 """
@@ -12,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewards.protocol import reward
+from rewards.protocol import Completion, reward
 from rlpost.shaping import overlong_penalty
 
 BUDGET_SHAPES = ("within", "triangular", "step")
@@ -31,7 +32,8 @@ def kimi_length_rewards(lengths: Sequence[int], correct: Sequence[bool]) -> list
 
 
 @reward(group=True)
-def kimi_length_penalty(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Sequence[int]],
+def kimi_length_penalty(prompts: Sequence[Any], completions: Sequence[Completion],
+                        completion_ids: Sequence[Sequence[int]],
                         components: Mapping[str, Sequence[float]] | None = None, step: int | None = None,
                         accuracy: str = "", threshold: float = 0.5, warmup_steps: int = 0,
                         **_: Any) -> list[float]:
@@ -54,7 +56,7 @@ def kimi_length_penalty(prompts: Sequence[str], completions: Sequence[str], comp
     return kimi_length_rewards([len(ids) for ids in completion_ids], correct)
 
 
-def dapo_overlong(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Sequence[int]],
+def dapo_overlong(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Sequence[int]],
                   max_new_tokens: int | None = None, max_length: int = 0, buffer: int = 0, factor: float = 1.0,
                   **_: Any) -> list[float]:
     """DAPO's soft overlong punishment (research notes §1.4): 0 up to `max_length - buffer` tokens, then falling
@@ -79,7 +81,7 @@ def budget_score(length: int, budget: float, shape: str = "within") -> float:
     return 0.0 if shape == "step" else max(0.0, 2.0 - length / budget)
 
 
-def length_budget_reward(prompts: Sequence[str], completions: Sequence[str],
+def length_budget_reward(prompts: Sequence[Any], completions: Sequence[Completion],
                          completion_ids: Sequence[Sequence[int]], length_budget: float | None = None,
                          shape: str = "within", **_: Any) -> list[float]:
     """Train Long, Think Short's length-efficiency term against the curriculum's current budget B(t), the

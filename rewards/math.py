@@ -19,6 +19,8 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+from rewards.protocol import Completion, completion_text
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _GOLD_CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())
 BOXED_MODES = ("correct_only", "mix", "independent")
@@ -29,13 +31,13 @@ def _last_number(text: str) -> str | None:
     return found[-1].replace(",", "").rstrip(".") if found else None
 
 
-def gsm8k_final_number(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
+def gsm8k_final_number(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Any],
                        answer: Sequence[str], **_: Any) -> list[float]:
     """1.0 when the completion's last number equals the reference's final answer (after '####'), else 0.0."""
     scores = []
     for completion, reference in zip(completions, answer, strict=True):
         target = _last_number(reference.split("####")[-1])
-        got = _last_number(completion)
+        got = _last_number(completion_text(completion))
         scores.append(1.0 if target is not None and got is not None and float(got) == float(target) else 0.0)
     return scores
 
@@ -80,7 +82,7 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def math_accuracy(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
+def math_accuracy(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Any],
                   answer: Sequence[str], **_: Any) -> list[float | None]:
     """1.0 when math_verify finds the completion's answer equal to the reference `answer`, else 0.0.
 
@@ -90,11 +92,11 @@ def math_accuracy(prompts: Sequence[str], completions: Sequence[str], completion
     scores: list[float | None] = []
     for completion, reference in zip(completions, answer, strict=True):
         gold = parse_gold(reference)
-        scores.append(None if gold is None else float(answer_is_correct(gold, completion)))
+        scores.append(None if gold is None else float(answer_is_correct(gold, completion_text(completion))))
     return scores
 
 
-def boxed_math(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Any],
+def boxed_math(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Any],
                answer: Sequence[str], mode: str = "mix", format_penalty: float = -1.0, wrong_boxed: float = -0.5,
                correct_unboxed: float = 0.5, **_: Any) -> list[float | None]:
     """SimpleRL-Zoo's rule reward (`simplelr_math.compute_score`, research notes §6.1), selected by `mode`.
@@ -110,7 +112,7 @@ def boxed_math(prompts: Sequence[str], completions: Sequence[str], completion_id
     if mode not in BOXED_MODES:
         raise ValueError(f"boxed_math: unknown mode {mode!r}; choose one of {', '.join(BOXED_MODES)}")
     scores: list[float | None] = []
-    for completion, reference in zip(completions, answer, strict=True):
+    for completion, reference in zip(map(completion_text, completions), answer, strict=True):
         gold = parse_gold(reference)
         if gold is None:
             scores.append(None)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rewards.protocol import Completion, completion_text
 
-def exact_match(prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[Sequence[int]],
+
+def exact_match(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Sequence[int]],
                 answer: Sequence[str], **_: Any) -> list[float]:
     """1.0 when the stripped completion equals the stripped reference answer, else 0.0."""
     from rlpost.embedded.tasks import score
 
-    return [score(c, a) for c, a in zip(completions, answer, strict=True)]
+    return [score(completion_text(c), a) for c, a in zip(completions, answer, strict=True)]

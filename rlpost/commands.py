@@ -24,25 +24,23 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
 
     Offline (for recipes meant for another machine, e.g. GPU ones): the schema and the reward plugins (importable,
     callable, reward.args accepted) only. Otherwise also the data (columns, prompt lengths), the model and tokenizer,
-    the plugins' signatures against the data's columns, and the resources against the connected Ray cluster
-    (resources.address or RAY_ADDRESS) or, with none, this machine.
+    the plugins' signatures and check hooks against the data, and the resources against the connected Ray cluster
+    (resources.address or RAY_ADDRESS) or, with none, this machine. Plugins load in a child process with a time
+    limit (rlpost.run.check_reward_plugins), so one that exits or hangs at import is an error naming it.
     """
-    from rewards import RUN_COLUMNS, check_signature, load_reward, reward_name
+    from rlpost.run import check_reward_plugins, prepare
 
     lines = [f"schema: ok ({len(config.reward.functions)} reward function(s), {config.run.steps} steps)"]
-    run_columns = [c for c in RUN_COLUMNS if c != "length_budget" or config.sampler.budget_initial]
     if offline:
-        for spec in config.reward.functions:
-            check_signature(spec, load_reward(spec), None, config.reward.args.get(reward_name(spec)), run_columns)
+        check_reward_plugins(config, None)
         lines.append(f"reward plugins: importable and callable: {list(config.reward.functions)}")
         return lines
-    from rlpost.run import prepare
-
-    setup = prepare(config)  # data, tokenizer, plugin signatures against the data's columns, sampler sources
+    setup = prepare(config)  # data, tokenizer, plugins checked against the data in a child, sampler sources
     columns = sorted(setup["train"][0].columns)
     lines.append(f"data: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts; columns "
                  f"{columns}")
     lines.append(f"reward plugins: {list(config.reward.functions)} accept those columns")
+    lines += setup["notes"]  # the plugins' check hooks, e.g. which sandbox code_tests will use
     lines.append(f"model and tokenizer: {setup['model_path']}")
     lines.append(resources_line(config))
     return lines

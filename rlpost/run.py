@@ -54,10 +54,10 @@ def resolve_transport(config: RootConfig) -> str:
 
 
 def prepare(config: RootConfig) -> dict[str, Any]:
-    """Everything short of starting actors: model files, tokenizer, data, reward plugins."""
+    """Everything short of starting actors: model files, tokenizer, data, reward plugins (loaded and checked in a
+    child process, with a time limit: plugin code never runs in the driver). `notes` holds the plugins' check-hook
+    notes, for `rlpost validate` and the start of `train`."""
     from transformers import AutoTokenizer
-
-    from rewards import RUN_COLUMNS, check_signature, load_reward, reward_name
 
     model_path = resolve_model_path(config)
     try:
@@ -71,15 +71,52 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         rows = load_rows(config.data, config.data.eval_split)
         evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
                                 config.data.n_eval_per_source)
-    columns = sorted(train[0].columns)
-    run_columns = [c for c in RUN_COLUMNS if c != "length_budget" or config.sampler.budget_initial]
-    for spec in config.reward.functions:
-        check_signature(spec, load_reward(spec), columns, config.reward.args.get(reward_name(spec)), run_columns)
+    check_prompt_forms({config.data.train_split: train, config.data.eval_split: evaluation})
+    splits = {config.data.train_split: prompt_columns(train)}
+    if evaluation and config.data.eval_split != config.data.train_split:
+        splits[config.data.eval_split] = prompt_columns(evaluation)
+    notes = check_reward_plugins(config, splits)
     try:
         make_sampler(config, train, config.run.seed)  # a mixture or stage naming a missing source fails here
     except ValueError as err:
         raise RecipeError(f"sampler section: {err}") from None
-    return {"model_path": model_path, "tokenizer": tokenizer, "train": train, "eval": evaluation}
+    return {"model_path": model_path, "tokenizer": tokenizer, "train": train, "eval": evaluation, "notes": notes}
+
+
+def run_columns(config: RootConfig) -> list[str]:
+    """The run columns this recipe gives reward functions (length_budget only with a length-budget curriculum)."""
+    from rewards import RUN_COLUMNS
+
+    return [c for c in RUN_COLUMNS if c != "length_budget" or config.sampler.budget_initial]
+
+
+def check_reward_plugins(config: RootConfig, splits: dict[str, dict[str, list[Any]]] | None) -> list[str]:
+    """Load and check the recipe's reward plugins in a child process (actors/plugin_process.py) against these
+    splits' columns (None: not known, offline); returns their check hooks' notes."""
+    from actors import plugin_process
+
+    args = {name: dict(value) for name, value in dict(config.reward.args).items()}
+    return plugin_process.check_plugins(list(config.reward.functions), args, splits, run_columns(config),
+                                        config.reward.memory_mb,
+                                        max(config.reward.timeout_s, plugin_process.LOAD_TIMEOUT_S))
+
+
+def prompt_columns(prompts: list) -> dict[str, list[Any]]:
+    """A split's dataset columns as reward functions see them: column -> one value per row, every row."""
+    return {key: [p.columns.get(key) for p in prompts] for key in prompts[0].columns} if prompts else {}
+
+
+def check_prompt_forms(splits: dict[str, list]) -> None:
+    """Refuse data that mixes chat-message and plain-text prompts: reward functions get one form or the other
+    (rewards/protocol.py), and TRL's functions index `completion[0]["content"]` on every completion."""
+    chat = [(split, p.uid) for split, prompts in splits.items() for p in prompts if p.messages is not None]
+    total = sum(len(prompts) for prompts in splits.values())
+    if chat and len(chat) < total:
+        plain = next((split, p.uid) for split, prompts in splits.items() for p in prompts if p.messages is None)
+        raise DataError(f"the data mixes chat-message prompts (split {chat[0][0]!r} row {chat[0][1]}, {len(chat)} "
+                        f"in all) and plain-text prompts (split {plain[0]!r} row {plain[1]}, {total - len(chat)} in "
+                        "all); reward functions get one form per run: give every prompt as text or every prompt "
+                        "as a message list")
 
 
 def check_vocabulary(model_path: str, tokenizer: Any, trust_remote_code: bool = False) -> None:
@@ -111,6 +148,8 @@ def make_run_dir(config: RootConfig) -> Path:
 def train(config: RootConfig) -> RunResult:
     """Run the recipe; prints one line per step, the before/after table, and returns where the outputs are."""
     setup = prepare(config)
+    for note in setup["notes"]:
+        print(f"[rlpost] {note}", flush=True)
     resume: dict[str, Any] | None = None
     found = checkpoints.find_resume(config) if config.checkpoint.resume else None
     if config.checkpoint.resume and found is None:

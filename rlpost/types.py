@@ -71,10 +71,12 @@ class Group:
 @dataclass
 class RewardRequest:
     """A chunk of completions to score: the dataset columns of their prompts (one entry per completion), the run
-    columns (scalars: step, max_new_tokens, length_budget) and how many consecutive completions share a prompt."""
+    columns (scalars: step, max_new_tokens, length_budget) and how many consecutive completions share a prompt.
+    Prompts and completions are in the form reward functions receive (rewards/protocol.py): strings for plain-text
+    data; for chat data the prompt's message list and `[{"role": "assistant", "content": text}]`."""
 
-    prompts: list[str]
-    completions: list[str]
+    prompts: list[Any]
+    completions: list[Any]
     completion_ids: list[list[int]]
     columns: dict[str, list[Any]]
     run: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +116,9 @@ class RewardRequest:
 @dataclass
 class RewardResult:
     """Per-completion total reward (NaN: leave the sample out), per-function components (NaN: no score), and the
-    health of the call: completions whose scoring failed even after the retry, retries, timeouts, crashes."""
+    health of the call: completions whose scoring failed even after the retry, retries, timeouts, crashes; the
+    plugins' health gauges (largest value when results merge) and the sums and counts of what they passed to
+    `log_metric`."""
 
     rewards: list[float]
     components: dict[str, list[float]]
@@ -124,6 +128,8 @@ class RewardResult:
     timeouts: int = 0
     crashes: int = 0
     replaced_workers: int = 0  # reward-worker actors that died and were replaced while scoring this request
+    gauges: dict[str, float] = field(default_factory=dict)
+    logged: dict[str, tuple[float, int]] = field(default_factory=dict)  # log_metric name -> (sum, count)
 
     @property
     def errors(self) -> int:
@@ -140,6 +146,11 @@ class RewardResult:
         self.timeouts += other.timeouts
         self.crashes += other.crashes
         self.replaced_workers += other.replaced_workers
+        for key, value in other.gauges.items():
+            self.gauges[key] = max(value, self.gauges.get(key, value))
+        for key, (total, count) in other.logged.items():
+            mine = self.logged.get(key, (0.0, 0))
+            self.logged[key] = (mine[0] + total, mine[1] + count)
 
 
 @dataclass

@@ -158,3 +158,24 @@ def test_length_budget_needs_the_curriculum_column():
         _call(length_budget_reward, ids=_tokens(10), step=0, max_new_tokens=64)
     with pytest.raises(ValueError, match="within, triangular, step"):
         _call(length_budget_reward, ids=_tokens(10), length_budget=100.0, shape="gaussian")
+
+
+# --- both forms of the contract --------------------------------------------------------------------------------------
+
+def test_every_builtin_but_code_scores_chat_completions_as_their_text():
+    """Chat data sends message lists (rewards/protocol.py); each built-in gives the same values as on the text."""
+    from rewards.synthetic import exact_match
+
+    texts = ["<think>a</think><answer>4</answer>", "So \\boxed{4}", "the answer is 5"]
+    chat = [[{"role": "assistant", "content": t}] for t in texts]
+    messages = [[{"role": "user", "content": "2+2?"}]] * 3
+    ids, answer = _tokens(3, 5, 9), ["4"] * 3
+    cases = [(math_accuracy, {"answer": answer}), (boxed_math, {"answer": answer}),
+             (gsm8k_final_number, {"answer": ["#### 4"] * 3}), (think_answer_format, {}),
+             (exact_match, {"answer": ["the answer is 5"] * 3}), (dapo_overlong, {"max_length": 8, "buffer": 4}),
+             (length_budget_reward, {"length_budget": 4.0}),
+             (kimi_length_penalty, {"components": {"acc": [1.0, 0.0, 1.0]}})]
+    for fn, columns in cases:
+        plain = fn(prompts=["2+2?"] * 3, completions=texts, completion_ids=ids, **columns)
+        assert fn(prompts=messages, completions=chat, completion_ids=ids, **columns) == plain, fn.__name__
+        assert len(set(map(str, plain))) > 1, fn.__name__  # values that differ, so a wrong reading shows

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from actors.reward import RewardSettings, RewardWorker, RewardWorkerCrash
+from actors.reward import RewardSettings, RewardWorker
 from rewards import RewardPluginError
 from rlpost.types import RewardRequest
 
@@ -181,5 +181,138 @@ def test_broken_plugin_fails_at_start(tmp_path):
 def test_plugin_killing_itself_at_import_is_named(tmp_path):
     path = tmp_path / "exits.py"
     path.write_text("import os\nos._exit(4)\n")
-    with pytest.raises(RewardWorkerCrash, match="exit code 4"):
+    with pytest.raises(RewardPluginError, match="exits.py:fn': its process exited with code 4 while importing"):
         _worker([f"{path}:fn"])
+
+
+# ---- output that breaks the contract (security review F7) ----------------------------------------------------------
+CONTRACT = '''
+import os
+
+def _count():
+    with open(os.path.join(os.path.dirname(__file__), "calls.txt"), "a") as f:
+        f.write("x")
+
+def one_value(prompts, completions, completion_ids, **kw):
+    _count()
+    return [1.0]
+
+def text_at_bad(prompts, completions, completion_ids, **kw):
+    _count()
+    return ["oops" if c == "bad" else 1.0 for c in completions]
+'''
+
+
+@pytest.fixture
+def contract(tmp_path):
+    path = tmp_path / "contract.py"
+    path.write_text(CONTRACT)
+    calls = tmp_path / "calls.txt"
+    return (lambda name: f"{path}:{name}"), (lambda: len(calls.read_text()) if calls.exists() else 0)
+
+
+def test_wrong_length_batch_output_counts_every_completion_as_an_error(contract):
+    """`[1.0]` for 8 completions would pass every one-by-one call; it must not be "fixed" that way (F7)."""
+    plugin, calls = contract
+    result = _worker([plugin("one_value")], on_error="skip", max_error_rate=1.0).score(_request(["ok"] * 8))
+    assert result.errors == 8 and result.failed == [True] * 8 and all(math.isnan(r) for r in result.rewards)
+    assert calls() == 2 and result.retries == 1  # the call and its retry; no single calls that would mask it
+    assert "contract.py:one_value' returned 1 values for 8 completions" in result.first_error
+    assert "all 8 count as errors" in result.first_error
+    fixed = _worker([plugin("one_value")], on_error="-1", max_error_rate=1.0).score(_request(["ok"] * 3))
+    assert fixed.components["one_value"] == [-1.0] * 3 and fixed.errors == 3
+
+
+def test_unusable_values_fail_only_their_completions(contract):
+    plugin, calls = contract
+    result = _worker([plugin("text_at_bad")], on_error="skip").score(_request(["ok", "bad", "ok"]))
+    assert result.failed == [False, True, False] and result.rewards[0] == result.rewards[2] == 1.0
+    assert calls() == 2 and "non-numeric value 'oops' at index 1" in result.first_error
+
+
+def test_contract_errors_warn_once_per_plugin_with_the_count(contract, capsys):
+    from rlpost.scoring import RewardHealth, apply_result
+    from tests.unit.test_scoring import _groups
+
+    plugin, _ = contract
+    worker = _worker([plugin("one_value")], on_error="skip", max_error_rate=1.0)
+    health = RewardHealth(max_error_rate=1.0, on_error="skip")
+    for step in (1, 2):
+        result = worker.score(_request(["ok"] * 4, group_sizes=[2, 2]))
+        _, counts = apply_result(_groups([2, 2]), result)
+        health.record(counts, result.first_error, f"step {step}")
+    err = capsys.readouterr().err
+    assert err.count("reward failed on 4 of 4 completions") == 2
+    assert err.count("returned 1 values for 4 completions: the call's values cannot be matched") == 3  # 2 lines + once
+    assert health.metrics()["reward_health/errors"] == 8.0
+
+
+# ---- hooks and TRL's extra arguments ---------------------------------------------------------------------------
+HOOKED = '''
+import os
+from rewards import reward
+
+def _health(scale=1.0):
+    return {"scale_seen": scale, "pid_parity": float(os.getpid() % 2)}
+
+@reward(health=_health)
+def gauged(prompts, completions, completion_ids, scale=1.0, **kw):
+    if any(c == "die" for c in completions):
+        os._exit(5)
+    return [scale] * len(completions)
+
+def trl_extras(completions, trainer_state, log_metric, log_extra, **kw):
+    log_metric("length", float(sum(len(c) for c in completions)) / len(completions))
+    log_extra("seen", list(completions))
+    return [float(trainer_state.global_step)] * len(completions)
+
+@reward(health=lambda **kw: {"errors": 1.0})
+def bad_gauge(prompts, completions, completion_ids, **kw):
+    return [0.0] * len(completions)
+'''
+
+
+@pytest.fixture
+def hooked(tmp_path):
+    path = tmp_path / "hooked.py"
+    path.write_text(HOOKED)
+    return lambda name: f"{path}:{name}"
+
+
+def test_health_gauges_travel_with_every_result_and_are_read_again_after_a_replacement(hooked):
+    worker = _worker([hooked("gauged")], args={"gauged": {"scale": 3.0}}, on_error="skip", max_error_rate=1.0)
+    first = worker.score(_request(["a", "b"]))
+    assert first.components["gauged"] == [3.0, 3.0] and first.gauges["scale_seen"] == 3.0
+    assert first.gauges["pid_parity"] == float(worker.ping() % 2)
+    result = worker.score(_request(["die"]))
+    assert result.crashes == 2 and result.gauges["pid_parity"] == float(worker.ping() % 2)  # read in the new child
+
+
+def test_a_gauge_named_like_a_count_is_refused_at_start(hooked):
+    with pytest.raises(RewardPluginError, match="bad_gauge': health gauge 'errors'"):
+        _worker([hooked("bad_gauge")])
+
+
+def test_trl_extras_trainer_state_log_metric_and_log_extra(hooked):
+    result = _worker([hooked("trl_extras")], on_error="raise").score(_request(["ab", "abcd"]))  # run step 2
+    assert result.components["trl_extras"] == [1.0, 1.0]  # TRL's global_step: steps done before this one
+    assert result.logged == {"length": (3.0, 1)}
+
+
+def test_chat_completions_reach_trl_functions_unchanged():
+    """TRL's own functions, by dotted path, on the conversational form rlpost/scoring.py builds for chat data."""
+    from rlpost.scoring import build_request
+    from rlpost.types import Group, Prompt, Sample
+
+    messages = [{"role": "user", "content": "What is 1/3 + 0?"}]
+    columns = {"solution": "$\\frac{1}{3}$", "answer": "1/3", "data_source": "chat"}
+    prompt = Prompt(0, "What is 1/3 + 0?", [1], "1/3", "chat", columns, messages=messages)
+    texts = ["<think>\nthirds\n</think>\nSo \\boxed{\\frac{1}{3}}", "\\boxed{\\frac{1}{2}}"]
+    request = build_request([Group(prompt, [Sample(0, [5], [0.0], t, "stop") for t in texts])], {"step": 1})
+    assert request.prompts == [messages, messages]
+    assert request.completions[0] == [{"role": "assistant", "content": texts[0]}]
+    worker = _worker(["trl.rewards:accuracy_reward", "trl.rewards:think_format_reward", "math_accuracy"],
+                     on_error="raise")
+    result = worker.score(request)
+    assert result.components == {"accuracy_reward": [1.0, 0.0], "think_format_reward": [1.0, 0.0],
+                                 "math_accuracy": [1.0, 0.0]} and result.errors == 0

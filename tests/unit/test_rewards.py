@@ -7,8 +7,8 @@ import pytest
 from rewards import RewardPluginError, call_kwargs, check_output, check_signature, load_reward, reward_name
 
 
-def _plugin(tmp_path, body: str) -> str:
-    path = tmp_path / "plugin.py"
+def _plugin(tmp_path, body: str, name: str = "plugin") -> str:
+    path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(body))
     return str(path)
 
@@ -170,3 +170,63 @@ def test_rewards_command_lists_builtins_styles_options_and_installed_plugins(tmp
     assert "code_tests (rewards.code:code_tests, batch <= 8)" in text
     assert "mode='mix'" in text and "shout (shout_plugin:score, batch)" in text
     assert rewards_listing(markdown=True).startswith("| name | function | calls | what it does |")
+
+
+def test_positional_only_signature_is_refused(tmp_path):
+    """F13: `fn(prompts, completions, completion_ids, /, **kw)` used to pass and then fail on every call."""
+    path = _plugin(tmp_path, "def fn(prompts, completions, completion_ids, /, **kw):\n    return []\n")
+    with pytest.raises(RewardPluginError, match=r"\['prompts', 'completions', 'completion_ids'\] are positional-only"):
+        check_signature("p", load_reward(f"{path}:fn"), ["answer"])
+    path = _plugin(tmp_path, "def fn2(x=1, /, *, prompts, completions, completion_ids, **kw):\n    return []\n", "p2")
+    check_signature("p", load_reward(f"{path}:fn2"), ["answer"])  # an optional one never needs filling
+
+
+def test_trl_arguments_count_as_provided(tmp_path):
+    path = _plugin(tmp_path, "def fn(completions, trainer_state, log_metric, log_extra):\n    return []\n")
+    with pytest.raises(RewardPluginError, match="must accept"):  # prompts/completion_ids missing, nothing else
+        check_signature("p", load_reward(f"{path}:fn"), ["answer"])
+    body = "def fn(prompts, completions, completion_ids, trainer_state, log_metric):\n    return []\n"
+    path = _plugin(tmp_path, body, "p2")
+    check_signature("p", load_reward(f"{path}:fn"), ["answer"])
+
+
+def test_sys_exit_at_import_is_a_named_error(tmp_path):
+    path = _plugin(tmp_path, "import sys\nsys.exit(0)\n")
+    with pytest.raises(RewardPluginError, match="(?s)plugin.py:fn': importing .* failed.*SystemExit: 0"):
+        load_reward(f"{path}:fn")
+
+
+def test_completion_text_reads_both_forms():
+    from rewards import completion_text
+
+    assert completion_text("plain") == "plain"
+    assert completion_text([{"role": "assistant", "content": "hi"}]) == "hi"
+    parts = [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"}]
+    assert completion_text([{"role": "assistant", "content": parts}]) == "ab"
+    assert completion_text([{"role": "assistant", "content": "x"}, {"role": "tool", "content": "out"},
+                            {"role": "assistant", "content": "y"}]) == "x\ny"
+    with pytest.raises(TypeError, match="string or a list of messages"):
+        completion_text(3)
+
+
+def test_check_and_health_hooks(tmp_path):
+    from rewards import read_health, reward, run_check
+
+    def check(columns, limit=2):
+        for row, tests in enumerate(columns["tests"]):
+            if not isinstance(tests, list):
+                raise ValueError(f"row {row}: column 'tests' is {type(tests).__name__}, not a list")
+        return f"checked {len(columns['tests'])} rows, limit {limit}"
+
+    @reward(check=check, health=lambda limit=2: {"limit": limit})
+    def fn(prompts, completions, completion_ids, limit=2, **kw):
+        return []
+
+    good = {"train": {"tests": [["a"], ["b"]]}, "test": {"tests": [["c"]]}}
+    assert run_check("p:fn", fn, good, {"limit": 5}) == ["checked 2 rows, limit 5", "checked 1 rows, limit 5"]
+    with pytest.raises(RewardPluginError, match="'p:fn' refuses split 'test': row 1: column 'tests' is str"):
+        run_check("p:fn", fn, {"train": good["train"], "test": {"tests": [["c"], "['d']"]}})
+    assert read_health("p:fn", fn, {"limit": 3}) == {"limit": 3.0}
+    assert run_check("exact_match", load_reward("exact_match"), good) == []  # no hook, nothing to say
+    with pytest.raises(TypeError, match=r"check=\.\.\.\) must be callable"):
+        reward(check="no")

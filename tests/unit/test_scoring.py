@@ -77,3 +77,32 @@ def test_pass_at_k_matches_its_definition():
     assert pass_at_k(5, 2, 1) == pytest.approx(0.4) and pass_at_k(5, 0, 3) == 0.0 and pass_at_k(5, 3, 3) == 1.0
     with pytest.raises(ValueError, match="at least 4"):
         pass_at_k(3, 1, 4)
+
+
+def test_chat_prompts_go_out_in_trls_conversational_form():
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1?"}]
+    chat = Group(Prompt(0, "be brief\n1+1?", [1], "2", "src", {"answer": "2"}, messages=messages),
+                 [Sample(0, [5], [0.0], "2", "stop"), Sample(0, [6], [0.0], "3", "stop")])
+    request = build_request([chat], {"step": 1})
+    assert request.prompts == [messages, messages] and request.prompts[0] is not messages  # a copy per completion
+    assert request.completions == [[{"role": "assistant", "content": "2"}], [{"role": "assistant", "content": "3"}]]
+    plain = build_request(_groups([1]), {"step": 1})
+    assert plain.prompts == ["p0"] and plain.completions == ["c00"]
+
+
+def test_health_gauges_are_the_steps_largest_value_and_log_metric_a_mean():
+    from rewards.protocol import HEALTH_COUNTS
+
+    health = RewardHealth(max_error_rate=1.0, on_error="skip")
+    for weak, logged in ((1.0, (3.0, 2)), (0.0, (5.0, 2))):  # two scoring passes in one step
+        result = RewardResult(rewards=[1.0], components={"a": [1.0]}, failed=[False], gauges={"sandbox_weak": weak},
+                              logged={"length": logged})
+        _, counts = apply_result(_groups([1]), result)
+        assert {k for k in counts if "/" not in k} <= set(HEALTH_COUNTS)  # gauges cannot shadow a count
+        health.record(counts, "", "step 1")
+    metrics = health.metrics()
+    assert metrics["reward_health/sandbox_weak"] == 1.0 and metrics["reward_log/length"] == 2.0
+    assert not any("log_count" in k or "log_sum" in k or "gauge/" in k for k in metrics)
+    merged = RewardResult(rewards=[], components={}, gauges={"g": 0.0}, logged={"x": (1.0, 1)})
+    merged.extend(RewardResult(rewards=[], components={}, gauges={"g": 2.0, "h": -1.0}, logged={"x": (2.0, 3)}))
+    assert merged.gauges == {"g": 2.0, "h": -1.0} and merged.logged == {"x": (3.0, 4)}
