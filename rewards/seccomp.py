@@ -63,6 +63,12 @@ _ARCHES = {"x86_64": (0xC000003E, _X86_64, ("iopl", "ioperm", "uselib", "modify_
            "aarch64": (0xC00000B7, _AARCH64, ())}
 
 
+def syscall_numbers(machine: str | None = None) -> dict[str, int]:
+    """The syscall numbers this module knows for this machine (or `machine`); empty if unsupported."""
+    spec = _ARCHES.get(machine or platform.machine())
+    return dict(spec[1]) if spec else {}
+
+
 def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 

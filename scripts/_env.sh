@@ -6,6 +6,21 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RLPOST_VENV:-$REPO/.venv}"
 PYTHON_BIN="${PYTHON:-python3}"
 
+# The code sandbox (rewards/sandbox.py) needs bubblewrap; install it from the OS packages where we can.
+if ! command -v bwrap >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing bubblewrap (the code sandbox) with apt-get"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 \
+           && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || true
+  elif command -v dnf >/dev/null 2>&1; then
+    $SUDO dnf install -y -q bubblewrap >/dev/null 2>&1 || true
+  fi
+  command -v bwrap >/dev/null 2>&1 || echo "[setup] WARNING: bubblewrap (bwrap) is not installed and could not be" \
+    "installed here: the code_tests reward will refuse to run (install bubblewrap, see README 'Code sandbox')" >&2
+fi
+
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then KIND=gpu; else KIND=cpu; fi
 WANT="$(cat "$REPO/pyproject.toml" "$REPO/scripts/_env.sh" | sha256sum | cut -c1-16)-$KIND"
 STAMP="$VENV/.rlpost-installed"
