@@ -32,7 +32,7 @@ from typing import Any
 
 from rewards import sandbox
 from rewards.code_formats import Suite, parse_tests, same_output
-from rewards.protocol import reward
+from rewards.protocol import completion_text, reward
 
 _FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = ("python", "py", "python3")
@@ -51,16 +51,6 @@ def extract_code(completion: str) -> str:
         if tagged:
             return tagged[-1]
     return completion
-
-
-def _text(completion: Any) -> str:
-    """A completion's text: a string, or TRL's conversational form (a list of messages; the assistant's content)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict)
-                       and m.get("role", "assistant") == "assistant")
-    return str(completion)
 
 
 def require_sandbox(allow_weak_sandbox: bool) -> sandbox.SandboxInfo:
@@ -180,7 +170,8 @@ def sandbox_health(**_: Any) -> dict[str, float]:
     return {"sandbox_weak": 0.0 if sandbox.detect().strong else 1.0}
 
 
-@reward(batch_size=8)  # at most 8 x timeout_s / parallel per call: well inside reward.timeout_s
+# at most 8 x timeout_s / parallel per call: well inside reward.timeout_s
+@reward(batch_size=8, check=check_code_tests, health=sandbox_health)
 def code_tests(prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any],
                tests_key: str = "tests", all_or_nothing: bool = False, timeout_s: float = 5.0,
                memory_mb: int = 512, parallel: int = 4, allow_weak_sandbox: bool = False, io_compare: str = "lines",
@@ -202,7 +193,7 @@ def code_tests(prompts: Sequence[Any], completions: Sequence[Any], completion_id
     suites = [parse_tests(value) for value in columns[tests_key]]
     if len(suites) != len(completions):
         raise ValueError(f"code_tests: {len(suites)} {tests_key!r} entries for {len(completions)} completions")
-    jobs = [(extract_code(_text(c)), i) for i, c in enumerate(completions)]
+    jobs = [(extract_code(completion_text(c)), i) for i, c in enumerate(completions)]
     unique = {(code, index_of_suite): None for code, index_of_suite in
               ((code, _first_equal(suites, i)) for code, i in jobs)}
 

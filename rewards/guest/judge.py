@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import marshal
 import os
 
 from rewards.guest import plain
@@ -46,7 +47,8 @@ class Session:
         if self.dead:
             raise RemoteError(self.dead)
         try:
-            self.requests.write(json.dumps({"op": op, "ref": ref, **fields}).encode() + b"\n")
+            request = marshal.dumps({"op": op, "ref": ref, **fields})
+            self.requests.write(len(request).to_bytes(4, "little") + request)
             self.requests.flush()
             line = self.replies.readline(MAX_LINE)
         except OSError:

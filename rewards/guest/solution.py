@@ -3,7 +3,7 @@
 Two modes (`main(args)`, args from the sandbox payload):
 - `program`: the code is a whole program; stdin is one test's input and stdout goes to the parent, which compares it
   with the expected output. Exit status 0 when the program finished (or called `sys.exit(0)`), else 1.
-- `serve`: the code is run once as a module, then requests from the judge are answered one line at a time: the
+- `serve`: the code is run once as a module, then requests from the judge are answered one at a time: the
   module's names, calls, attribute reads, items, lengths, truth values, iteration, str/repr. Answers are plain values
   (rewards/guest/plain.py) or handles to objects that stay here; exceptions go back as their type name and message.
 
@@ -24,9 +24,6 @@ from rewards.guest.confine import install_audit_hook
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (see plain.py)
     from typing import Any
-
-MAX_LINE = 16 * 1024 * 1024
-
 
 def main(args: dict[str, Any]) -> None:
     streams = None
@@ -77,7 +74,9 @@ class _Handles:
 
 
 def _serve(code: str, requests: Any, replies: Any) -> None:
-    import json
+    """Requests arrive as length-prefixed marshal data (from the judge, trusted; marshal needs no import), answers
+    leave as JSON lines (the judge parses them strictly)."""
+    import marshal
 
     scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     failure = None
@@ -87,18 +86,18 @@ def _serve(code: str, requests: Any, replies: Any) -> None:
         failure = {"type": type(err).__name__, "message": _message(err)}
     handles = _Handles()
     while True:
-        line = requests.readline(MAX_LINE)
-        if not line:
+        header = requests.read(4)
+        if len(header) < 4:
             os._exit(0)
         try:
-            reply = _answer(json.loads(line), scope, handles, failure)
+            reply = _answer(marshal.loads(requests.read(int.from_bytes(header, "little"))), scope, handles, failure)
         except BaseException as err:  # the code's exceptions, and its SystemExit, are answers too
             reply = {"raise": {"type": type(err).__name__, "message": _message(err)}}
         try:
-            data = json.dumps(reply, allow_nan=True).encode()
-        except (TypeError, ValueError) as err:
-            data = json.dumps({"raise": {"type": "TypeError", "message": f"unencodable answer: {err}"}}).encode()
-        replies.write(data + b"\n")
+            data = plain.to_json(reply)
+        except (plain.PlainError, ValueError, RecursionError) as err:
+            data = plain.to_json({"raise": {"type": "TypeError", "message": f"unencodable answer: {err}"}})
+        replies.write(data.encode("utf-8", "surrogatepass") + b"\n")
         replies.flush()
 
 
