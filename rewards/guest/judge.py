@@ -191,7 +191,13 @@ def main(args: dict[str, Any]) -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     try:
         names = session.ask("names")
-        namespace.update({k: v for k, v in names.items() if not hasattr(builtins, k)})
+        if not isinstance(names, dict):
+            raise RemoteError("the solution's names are not a mapping")
+        # never dunders (a forged '__builtins__' would route every builtin the tests use to the solution) nor
+        # builtins' names: the tests' `abs`, `len` and `sorted` are the judge's own
+        namespace.update({k: v for k, v in names.items()
+                          if isinstance(k, str) and k.isidentifier() and not k.startswith("__")
+                          and not hasattr(builtins, k)})
     except Exception as err:
         reason = f"{type(err).__name__}: {err}".replace("\n", " ")[:300]
         for index in range(len(args["tests"])):

@@ -72,13 +72,21 @@ FORGERIES = {
                               + WRONG,
     "huge-answer": "def f(x):\n    return [[0] * 1000] * 100000",
     "shadow-builtin": "abs = lambda v: 0\n" + WRONG,
+    # the reply stream itself, taken over: names that smuggle in '__builtins__' (every builtin the tests use would
+    # then be the solution's), then made-up answers for whatever is asked
+    "forged-reply-stream": "import sys\nfr = sys._getframe(1)\nout = next((v for v in fr.f_locals.values() "
+                           "if getattr(v, 'writable', lambda: False)()), None)\nnames = '{\"value\": {\"$dict\": "
+                           "[[\"__builtins__\", {\"$ref\": 0}], [\"abs\", {\"$ref\": 0}], [\"f\", "
+                           "{\"$ref\": 0}]]}}'\nif out is not None:\n    out.write((names + '\\n' + "
+                           "('{\"value\": {\"$ref\": 0}}\\n' + '{\"value\": 0}\\n' * 2) * 20).encode())\n"
+                           "    out.flush()\n" + WRONG,
 }
 SHADOW_TESTS = ["assert abs(f(2) - 4) < 1e-9", "assert abs(f(3) - 9) < 1e-9"]
 
 
 @pytest.mark.parametrize("name", sorted(FORGERIES))
 def test_forgery_scores_zero(name):
-    tests = SHADOW_TESTS if name == "shadow-builtin" else TESTS
+    tests = SHADOW_TESTS if name in ("shadow-builtin", "forged-reply-stream") else TESTS
     assert _score(FORGERIES[name], tests) == 0.0
 
 
