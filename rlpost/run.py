@@ -71,7 +71,7 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         rows = load_rows(config.data, config.data.eval_split)
         evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
                                 config.data.n_eval_per_source)
-    check_prompt_forms({config.data.train_split: train, config.data.eval_split: evaluation})
+    check_prompt_forms([(config.data.train_split, train), (config.data.eval_split, evaluation)])
     splits = {config.data.train_split: prompt_columns(train)}
     if evaluation and config.data.eval_split != config.data.train_split:
         splits[config.data.eval_split] = prompt_columns(evaluation)
@@ -106,17 +106,17 @@ def prompt_columns(prompts: list) -> dict[str, list[Any]]:
     return {key: [p.columns.get(key) for p in prompts] for key in prompts[0].columns} if prompts else {}
 
 
-def check_prompt_forms(splits: dict[str, list]) -> None:
+def check_prompt_forms(splits: list[tuple[str, list]]) -> None:
     """Refuse data that mixes chat-message and plain-text prompts: reward functions get one form or the other
     (rewards/protocol.py), and TRL's functions index `completion[0]["content"]` on every completion."""
-    chat = [(split, p.uid) for split, prompts in splits.items() for p in prompts if p.messages is not None]
-    total = sum(len(prompts) for prompts in splits.values())
-    if chat and len(chat) < total:
-        plain = next((split, p.uid) for split, prompts in splits.items() for p in prompts if p.messages is None)
-        raise DataError(f"the data mixes chat-message prompts (split {chat[0][0]!r} row {chat[0][1]}, {len(chat)} "
-                        f"in all) and plain-text prompts (split {plain[0]!r} row {plain[1]}, {total - len(chat)} in "
-                        "all); reward functions get one form per run: give every prompt as text or every prompt "
-                        "as a message list")
+    rows = [(split, p.uid, p.messages is not None) for split, prompts in splits for p in prompts]
+    chat = [(split, uid) for split, uid, is_chat in rows if is_chat]
+    plain = [(split, uid) for split, uid, is_chat in rows if not is_chat]
+    if chat and plain:
+        raise DataError(f"the data mixes chat-message prompts (split {chat[0][0]!r} row {chat[0][1]}, {len(chat)} in "
+                        f"all) and plain-text prompts (split {plain[0][0]!r} row {plain[0][1]}, {len(plain)} in all); "
+                        "reward functions get one form per run: give every prompt as text or every prompt as a "
+                        "message list")
 
 
 def check_vocabulary(model_path: str, tokenizer: Any, trust_remote_code: bool = False) -> None:
@@ -280,6 +280,8 @@ def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts:
 
     from tqdm import tqdm
 
+    from actors.runtime import injected_fault
+
     start = time.perf_counter()
     limit = config.run.max_train_minutes * 60
     bar = tqdm(total=config.run.steps, initial=first_step, desc="train", unit="step",
@@ -292,7 +294,8 @@ def _train_loop(config: RootConfig, trainer: Any, log: MetricsLog, eval_prompts:
         metrics = trainer.step(step)
         if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
             metrics.update({f"eval/{k}": v for k, v in trainer.evaluate(eval_prompts).items()})
-        log.log(step, metrics)
+        log.log(step, metrics)  # written and flushed: a reader sees the whole step
+        injected_fault("driver.step_done")  # resilience tests stop the driver here, so a kill lands after this step
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", step_s=f"{metrics['time/step']:.1f}")
         tqdm.write(_step_line(step, metrics), file=sys.stdout)

@@ -31,12 +31,14 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
     result = run_cli("train", *ARGS, f"run.output_dir={alone}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # The driver stops itself right after writing step 3 (after the step-2 checkpoint), so the kill lands there
+    # however fast the machine: polling alone let a fast run write step 4 before the kill.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RLPOST_INJECT_FAULT": "driver.step_done:hang@3"}
     proc = subprocess.Popen([RLPOST, "train", *ARGS, f"run.output_dir={killed}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     try:
-        while time.monotonic() < deadline and proc.poll() is None:  # kill once step 3 (after the checkpoint) is out
+        while time.monotonic() < deadline and proc.poll() is None:  # kill once step 3 is out (the driver hangs)
             runs = list(killed.glob("resume-*/metrics.jsonl")) if killed.exists() else []
             if runs and '"step": 3' in runs[0].read_text():
                 break
