@@ -92,13 +92,13 @@ def run_columns(config: RootConfig) -> list[str]:
 
 def check_reward_plugins(config: RootConfig, splits: dict[str, dict[str, list[Any]]] | None) -> list[str]:
     """Load and check the recipe's reward plugins in a child process (actors/plugin_process.py) against these
-    splits' columns (None: not known, offline); returns their check hooks' notes."""
+    splits' columns (None: not known, offline); returns their check hooks' notes. The child gets no
+    reward.memory_mb limit: it holds every row of the data, which a limit sized for scoring calls need not fit."""
     from actors import plugin_process
 
     args = {name: dict(value) for name, value in dict(config.reward.args).items()}
     return plugin_process.check_plugins(list(config.reward.functions), args, splits, run_columns(config),
-                                        config.reward.memory_mb,
-                                        max(config.reward.timeout_s, plugin_process.LOAD_TIMEOUT_S))
+                                        timeout_s=max(config.reward.timeout_s, plugin_process.LOAD_TIMEOUT_S))
 
 
 def prompt_columns(prompts: list) -> dict[str, list[Any]]:

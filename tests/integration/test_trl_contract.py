@@ -12,6 +12,9 @@ import pytest
 TRL = ["trl.rewards:accuracy_reward", "trl.rewards:think_format_reward"]
 
 FORM = '''
+from rewards import reward
+
+@reward(health=lambda **kw: {"form_ready": 1.0})
 def form(prompts, completions, completion_ids, trainer_state, **kw):
     """1.0 when both arrive in TRL's conversational form, the prompt as the dataset holds it."""
     ok = [isinstance(p, list) and p[-1]["role"] == "user" and c == [{"role": "assistant", "content": c[0]["content"]}]
@@ -58,7 +61,7 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
     from actors.build import RewardClient
     from actors.reward import RewardSettings, RewardWorker
     from rlpost.run import prepare
-    from rlpost.scoring import build_request
+    from rlpost.scoring import RewardHealth, apply_result, build_request
     from rlpost.types import Group, Sample
 
     (tmp_path / "form.py").write_text(FORM)
@@ -76,6 +79,9 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
     assert result.components["accuracy_reward"] == [1.0, 0.0] * 4
     assert result.components["think_format_reward"] == [1.0, 0.0] * 4
     assert result.components["form"] == [3.0] * 8  # conversational form, and TRL's global_step at step 3
+    health = RewardHealth(config.reward.max_error_rate, config.reward.on_error)
+    health.record(apply_result(groups, result)[1], result.first_error, "step 3")
+    assert health.metrics()["reward_health/form_ready"] == 1.0  # the health hook's gauge, from both workers
     for handle in handles:
         ray.kill(handle)
 
