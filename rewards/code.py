@@ -162,6 +162,9 @@ def check_code_tests(columns: Mapping[str, Sequence[Any]], tests_key: str = "tes
         kinds[label] = kinds.get(label, 0) + 1
     info = require_sandbox(allow_weak_sandbox)
     counts = ", ".join(f"{n} {label}" for label, n in sorted(kinds.items()))
+    if not info.strong:
+        return (f"WARNING: code_tests will run model code WITHOUT kernel isolation (allow_weak_sandbox=true; "
+                f"reward_health/sandbox_weak=1): sandbox {info.detail}; rows {counts}")
     return f"code_tests: rows {counts}; sandbox {info.detail}"
 
 

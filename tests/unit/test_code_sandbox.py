@@ -130,7 +130,8 @@ def test_weak_sandbox_is_refused_unless_allowed(monkeypatch):
     # allowed: the same judge/solution split runs without namespaces (limits, audit hook, network namespace)
     assert _score("def f():\n    return 1", ["assert f() == 1"], allow_weak_sandbox=True) == 1.0
     assert _score("def f():\n    return 2", ["assert f() == 1"], allow_weak_sandbox=True) == 0.0
-    assert "sandbox weak: bubblewrap" in check_code_tests({"tests": [["assert f() == 1"]]}, allow_weak_sandbox=True)
+    note = check_code_tests({"tests": [["assert f() == 1"]]}, allow_weak_sandbox=True)
+    assert note.startswith("WARNING") and "sandbox weak: bubblewrap" in note
 
 
 def test_sandbox_health_reports_strong_here():
