@@ -18,6 +18,7 @@ from rlpost import checkpoint as checkpoints
 from rlpost.config import RecipeError, RootConfig, to_yaml
 from rlpost.data import DataError, load_rows, per_source, to_prompts
 from rlpost.metrics import MetricsLog, accuracy_table, plot_run
+from rlpost.recipe_checks import check_against_data
 from rlpost.sampling import make_sampler
 
 
@@ -72,6 +73,8 @@ def prepare(config: RootConfig) -> dict[str, Any]:
         evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
                                 config.data.n_eval_per_source)
     check_prompt_forms([(config.data.train_split, train), (config.data.eval_split, evaluation)])
+    for warning in check_against_data(config, train, evaluation):  # what cannot work raises RecipeError
+        print(f"[rlpost] warning: {warning}", file=sys.stderr, flush=True)
     splits = {config.data.train_split: prompt_columns(train)}
     if evaluation and config.data.eval_split != config.data.train_split:
         splits[config.data.eval_split] = prompt_columns(evaluation)

@@ -213,3 +213,25 @@ def test_cli_data_error_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip().endswith("train.jsonl:2: not UTF-8 text (byte 0xff at column 13); jsonl files must be UTF-8")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_prepare_runs_the_data_checks(tmp_path, capsys):
+    """`rlpost validate` (and train) runs check_against_data: a prompt plus its cap past max_model_len is an error,
+    prompts_per_step above the data a warning."""
+    from transformers import LlamaConfig
+
+    from rlpost.embedded.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "model")
+    LlamaConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text('{"prompt": "1+2=", "answer": "3"}\n'
+                                          '{"prompt": "12345678+1=", "answer": "1"}\n')
+    recipe = _write(tmp_path, f"model:\n  path: {tmp_path / 'model'}\ndata:\n  source: jsonl\n"
+                              f"  path: {tmp_path / 'train.jsonl'}\n  eval_split: ''\n")
+    assert main(["validate", "--offline", str(recipe)]) == 0
+    assert main(["validate", str(recipe), "rollout.max_model_len=16", "rollout.max_new_tokens=8",
+                 "data.max_prompt_tokens=12"]) == 2
+    assert "row 1 of split 'train'" in capsys.readouterr().err
+    assert main(["train", "--dry-run", str(recipe)]) == 0
+    assert "warning: " in capsys.readouterr().err
