@@ -129,13 +129,14 @@ def _options(fn) -> str:
     import inspect
 
     from rewards import REQUIRED_ARGS, RUN_COLUMNS
+    from rewards.protocol import TRL_ARGS
 
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return ""
     return ", ".join(f"{p.name}={p.default!r}" for p in params if p.default is not inspect.Parameter.empty
-                     and p.name not in REQUIRED_ARGS + RUN_COLUMNS)
+                     and p.name not in REQUIRED_ARGS + RUN_COLUMNS + TRL_ARGS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             from rlpost.run import prepare
 
             setup = prepare(config)
+            for note in setup["notes"]:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
+                print(f"# {note}")
             print(f"# ok: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts, "
                   f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
             return 0
