@@ -70,15 +70,16 @@ def _parse(value: Any, depth: int) -> Suite | None:
 
 
 def _decode_text(text: str) -> Any:
-    """The JSON or Python literal a string holds, when it starts like a list or mapping and parses as one."""
-    if text[0] not in "[{":
+    """The JSON or Python literal a string holds, when it starts like a list, a mapping or (text encoded twice) a
+    quoted string and parses as one."""
+    if text[0] not in "[{\"'":
         return None
     for parse in (json.loads, ast.literal_eval):
         try:
             decoded = parse(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             continue
-        if isinstance(decoded, (list, dict)):
+        if isinstance(decoded, (list, dict)) or isinstance(decoded, str) and text[0] in "\"'":
             return decoded
     if text[0] == "[" and text.rstrip().endswith("]"):
         raise ValueError(f"the tests are a string that looks like a list but does not parse: {text[:60]!r}")
