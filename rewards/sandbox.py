@@ -137,13 +137,14 @@ def bwrap_command(bwrap: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
+    # the tmpfs first: a Python installation under /tmp (a venv in a checkout there) is bound on top of it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp"]
     for path in _python_paths()[0]:
         cmd += ["--ro-bind", path, path]
     for path in _ETC_FILES:
         cmd += ["--ro-bind-try", path, path]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
-            "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "LC_ALL", "C.UTF-8",
-            "--setenv", "PATH", "/usr/bin:/bin"]
+    cmd += ["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
+            "--setenv", "LC_ALL", "C.UTF-8", "--setenv", "PATH", "/usr/bin:/bin"]
     if seccomp_fd is not None:
         cmd += ["--seccomp", str(seccomp_fd)]
     return cmd
@@ -164,8 +165,9 @@ def _tempfd() -> int:
 
 
 def start(info: SandboxInfo, entry: str, args: dict[str, Any], limits: Limits, pass_fds: tuple[int, ...] = (),
-          stdin: int | IO | None = None, stdout: int | IO | None = None) -> Process:
-    """Start `entry`'s `main(args)` (a rewards.guest module) in a sandboxed interpreter; stderr is discarded."""
+          stdin: int | IO | None = None, stdout: int | IO | None = None, stderr: int | IO | None = None) -> Process:
+    """Start `entry`'s `main(args)` (a rewards.guest module) in a sandboxed interpreter; stdin and stdout default to
+    /dev/null, stderr too (the probe keeps it)."""
     payload = {"limits": limits.rlimits(), "paths": _python_paths()[1], "modules": _guest_modules(entry),
                "entry": entry, "args": args}
     fds = [_memfd(marshal.dumps(payload), "rlpost-payload")]
@@ -183,7 +185,8 @@ def start(info: SandboxInfo, entry: str, args: dict[str, Any], limits: Limits, p
         command = [*prefix, sys.executable, "-I", "-S", "-B", "-c", BOOTSTRAP, str(fds[0])]
         popen = subprocess.Popen(command, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                  stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, pass_fds=(*fds, *pass_fds), cwd=cwd, env=env,
+                                 stderr=stderr if stderr is not None else subprocess.DEVNULL,
+                                 pass_fds=(*fds, *pass_fds), cwd=cwd, env=env,
                                  start_new_session=True)
     except BaseException:
         if workdir is not None:
@@ -230,9 +233,9 @@ def detect(bwrap: str | None = None) -> SandboxInfo:
 
 def _probe(info: SandboxInfo) -> str:
     """'' when a sandboxed interpreter runs a program and prints its output, else what went wrong."""
-    with tempfile.TemporaryFile() as out:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = start(info, "rewards.guest.solution", {"mode": "program", "code": "print(6 * 7)"}, Limits(),
-                        stdout=out)
+                        stdout=out, stderr=err)
         try:
             process.popen.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -240,9 +243,9 @@ def _probe(info: SandboxInfo) -> str:
         finally:
             process.kill()
         out.seek(0)
-        got = out.read().decode(errors="replace").strip()
+        err.seek(0)
+        got, error = out.read().decode(errors="replace").strip(), err.read().decode(errors="replace").strip()
     if got == "42":
         return ""
-    error = subprocess.run([info.bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True,
-                           text=True, timeout=30).stderr.strip()
-    return error.splitlines()[-1] if error else f"exit status {process.popen.returncode}"
+    last = error.splitlines()[-1] if error else ""
+    return f"exit status {process.popen.returncode}" + (f": {last[:300]}" if last else "")

@@ -136,3 +136,19 @@ def test_weak_sandbox_is_refused_unless_allowed(monkeypatch):
 
 def test_sandbox_health_reports_strong_here():
     assert sandbox_health() == {"sandbox_weak": 0.0}
+
+
+def test_a_python_installation_under_tmp_is_visible_in_the_sandbox(tmp_path):
+    # the sandbox's own /tmp is a tmpfs: an environment living under the host's /tmp (a CI checkout there) must be
+    # bound on top of it, not hidden by it
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
+    repo = Path(__file__).resolve().parents[2]
+    code = (f"import sys; sys.path.insert(0, {str(repo)!r}); from rewards import sandbox; "
+            "info = sandbox.detect(); print(info.strong, info.detail)")
+    out = subprocess.run([str(env / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+    assert str(tmp_path).startswith("/tmp/") and out.stdout.startswith("True"), out.stdout + out.stderr
