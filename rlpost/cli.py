@@ -139,6 +139,18 @@ def _options(fn) -> str:
                      and p.name not in REQUIRED_ARGS + RUN_COLUMNS + TRL_ARGS)
 
 
+def _dry_run(config) -> None:
+    """`train --dry-run`: the resolved recipe, then everything short of starting actors."""
+    print(to_yaml(config), end="")
+    from rlpost.run import prepare
+
+    setup = prepare(config)
+    for note in setup["notes"]:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
+        print(f"# {note}")
+    print(f"# ok: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts, "
+          f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "keys":
@@ -196,14 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             return submit(args.recipe, args.overrides, config, args.address or default_address(), args.python,
                           args.working_dir, wait=not args.no_wait, cache_dir=cache)
         if args.dry_run:
-            print(to_yaml(config), end="")
-            from rlpost.run import prepare
-
-            setup = prepare(config)
-            for note in setup["notes"]:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
-                print(f"# {note}")
-            print(f"# ok: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts, "
-                  f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
+            _dry_run(config)
             return 0
         from rlpost.run import train
 
