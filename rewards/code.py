@@ -196,9 +196,8 @@ def code_tests(prompts: Sequence[Any], completions: Sequence[Any], completion_id
     suites = [parse_tests(value) for value in columns[tests_key]]
     if len(suites) != len(completions):
         raise ValueError(f"code_tests: {len(suites)} {tests_key!r} entries for {len(completions)} completions")
-    jobs = [(extract_code(completion_text(c)), i) for i, c in enumerate(completions)]
-    unique = {(code, index_of_suite): None for code, index_of_suite in
-              ((code, _first_equal(suites, i)) for code, i in jobs)}
+    # one key per completion: its code and the first sample with the same tests (a prompt's samples share them)
+    keys = [(extract_code(completion_text(c)), _first_equal(suites, i)) for i, c in enumerate(completions)]
 
     def score(key: tuple[str, int]) -> float | None:
         code, i = key
@@ -208,10 +207,10 @@ def code_tests(prompts: Sequence[Any], completions: Sequence[Any], completion_id
         results = run_suite(code, suite, info, timeout_s, memory_mb, io_compare, float_tol, all_or_nothing)
         return float(all(results)) if all_or_nothing else sum(results) / len(results)
 
-    keys = list(unique)
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(keys)))) as pool:
-        scores = dict(zip(keys, pool.map(score, keys)))
-    return [scores[(code, _first_equal(suites, i))] for code, i in jobs]
+    unique = list(dict.fromkeys(keys))
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(unique)))) as pool:
+        scores = dict(zip(unique, pool.map(score, unique)))
+    return [scores[key] for key in keys]
 
 
 def _first_equal(suites: list[Suite | None], i: int) -> int:

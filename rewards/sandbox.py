@@ -119,16 +119,23 @@ def _guest_modules(entry: str) -> tuple[tuple[str, Any], ...]:
                  for name in GUEST_MODULES[entry])
 
 
-def _python_paths() -> tuple[list[str], list[str]]:
+@functools.lru_cache(maxsize=1)
+def _python_paths() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(directories to bind read-only, sys.path entries for site-packages) of the running interpreter."""
     prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, os.path.dirname(sys.executable))}
-    packages = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    packages = tuple(p for p in site.getsitepackages() if os.path.isdir(p))
     binds = sorted(p for p in prefixes if not any(p != q and p.startswith(q + os.sep) for q in prefixes))
-    return [b for b in binds if not b.startswith("/usr/") and b != "/usr"], packages
+    return tuple(b for b in binds if not b.startswith("/usr/") and b != "/usr"), packages
 
 
 def bwrap_command(bwrap: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
     """The bubblewrap command line that precedes the interpreter (see the module docstring for what it does)."""
+    return [*_bwrap_mounts(bwrap, tmp_mb), *([] if seccomp_fd is None else ["--seccomp", str(seccomp_fd)])]
+
+
+@functools.lru_cache(maxsize=None)
+def _bwrap_mounts(bwrap: str, tmp_mb: int) -> tuple[str, ...]:
+    """Everything of the command line but the seccomp fd: the same for every process, so built once."""
     cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
            "--ro-bind", "/usr", "/usr"]
     for top in ("bin", "lib", "lib32", "lib64", "sbin"):
@@ -145,9 +152,7 @@ def bwrap_command(bwrap: str, tmp_mb: int, seccomp_fd: int | None) -> list[str]:
         cmd += ["--ro-bind-try", path, path]
     cmd += ["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
             "--setenv", "LC_ALL", "C.UTF-8", "--setenv", "PATH", "/usr/bin:/bin"]
-    if seccomp_fd is not None:
-        cmd += ["--seccomp", str(seccomp_fd)]
-    return cmd
+    return tuple(cmd)
 
 
 def _memfd(data: bytes, name: str) -> int:

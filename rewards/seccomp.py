@@ -15,6 +15,7 @@ Supported machines: x86_64 and aarch64 (`program()` returns None elsewhere; the 
 from __future__ import annotations
 
 import errno
+import functools
 import platform
 import struct
 
@@ -84,6 +85,7 @@ def _arg0_rule(nr: int, test: int, value: int) -> bytes:
             + _op(_RET_K, _ERRNO | errno.EPERM))
 
 
+@functools.lru_cache(maxsize=None)
 def program(machine: str | None = None) -> bytes | None:
     """The filter for this machine (or `machine`, as `platform.machine()` names it), or None if unsupported."""
     spec = _ARCHES.get(machine or platform.machine())

@@ -151,37 +151,45 @@ def _dry_run(config) -> None:
           f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "keys":
-        print(keys_markdown() if args.markdown else _keys_help())
-        return 0
-    if args.command == "presets":
-        from rlpost.presets import PRESET_NOTES, PRESETS, presets_markdown
+def _presets(markdown: bool) -> str:
+    from rlpost.presets import PRESET_NOTES, PRESETS, presets_markdown
 
-        if args.markdown:
-            print(presets_markdown())
-        else:
-            for name, values in PRESETS.items():
-                print(f"{name}: {PRESET_NOTES[name]}")
-                print("  " + ", ".join(f"algorithm.{k}={v}" for k, v in values.items()))
-        return 0
-    if args.command == "rewards":
-        print(rewards_listing(args.markdown))
-        return 0
+    if markdown:
+        return presets_markdown()
+    return "\n".join(f"{name}: {PRESET_NOTES[name]}\n  " + ", ".join(f"algorithm.{k}={v}" for k, v in values.items())
+                     for name, values in PRESETS.items())
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: one line on stderr and exit status 2, no traceback."""
     from rewards import RewardPluginError
     from rlpost.checkpoint import ResumeError
     from rlpost.data import DataError
     from rlpost.run import RunStopped
     from rlpost.scoring import RewardErrorRateExceeded
 
-    usage_errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError, RunStopped)
+    errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError, RunStopped)
     try:
         from actors.placement import PlacementError
 
-        usage_errors += (PlacementError,)
+        errors += (PlacementError,)
     except ImportError:  # ray missing: the error surfaces when training starts
         pass
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "keys":
+        print(keys_markdown() if args.markdown else _keys_help())
+        return 0
+    if args.command == "presets":
+        print(_presets(args.markdown))
+        return 0
+    if args.command == "rewards":
+        print(rewards_listing(args.markdown))
+        return 0
+    usage_errors = _usage_errors()
     try:
         config = load_config(args.recipe, args.overrides)
         if args.command == "validate":

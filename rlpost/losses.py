@@ -100,6 +100,23 @@ def importance_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch
     return torch.clamp(weights, max=cap).detach()
 
 
+def _regularised(pg_BT: torch.Tensor, logprobs_BT: torch.Tensor, spec: LossSpec,
+                 ref_logprobs_BT: torch.Tensor | None, entropy_BT: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token loss: the policy term plus beta * KL to the reference, minus the entropy bonus; and the KL."""
+    per_token, kl = pg_BT, None
+    if spec.kl_coef:
+        if ref_logprobs_BT is None:
+            raise ValueError("kl_coef != 0 needs reference logprobs")
+        kl = kl_estimate(logprobs_BT, ref_logprobs_BT, spec.kl_estimator)
+        per_token = per_token + spec.kl_coef * kl
+    if spec.entropy_coef:
+        if entropy_BT is None:
+            raise ValueError("entropy_coef != 0 needs the per-token entropy")
+        per_token = per_token - spec.entropy_coef * entropy_BT
+    return per_token, kl
+
+
 def policy_loss(
     logprobs_BT: torch.Tensor,
     old_logprobs_BT: torch.Tensor,
@@ -132,17 +149,7 @@ def policy_loss(
             raise ValueError("truncated importance sampling needs the rollout logprobs")
         tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec.tis_level, spec.tis_cap)
         pg = pg * tis
-    per_token = pg
-    kl = None
-    if spec.kl_coef:
-        if ref_logprobs_BT is None:
-            raise ValueError("kl_coef != 0 needs reference logprobs")
-        kl = kl_estimate(logprobs_BT, ref_logprobs_BT, spec.kl_estimator)
-        per_token = per_token + spec.kl_coef * kl
-    if spec.entropy_coef:
-        if entropy_BT is None:
-            raise ValueError("entropy_coef != 0 needs the per-token entropy")
-        per_token = per_token - spec.entropy_coef * entropy_BT
+    per_token, kl = _regularised(pg, logprobs_BT, spec, ref_logprobs_BT, entropy_BT)
     loss = (per_token * weights_BT).sum()
     mw = metric_weights_BT if metric_weights_BT is not None else aggregation_weights(mask_BT, "token-mean")
     mw = mw.to(logprobs_BT.dtype)

@@ -153,11 +153,47 @@ def train(config: RootConfig) -> RunResult:
     setup = prepare(config)
     for note in setup["notes"]:
         print(f"[rlpost] {note}", flush=True)
-    resume: dict[str, Any] | None = None
+    run_dir, resume = _run_dir(config)
+    from actors.build import ActorDiedError
+
+    trainer, learner = _start_actors(config, setup, run_dir)
+    log = MetricsLog(run_dir, config.run.tensorboard, purge_step=resume["step"] + 1 if resume else None)
+    try:
+        if resume:
+            train_prompts, before = _restore(config, trainer, learner, setup["train"], resume)
+        else:
+            train_prompts, before = _first_step(config, trainer, log, setup)
+
+        def save(step: int) -> Path:
+            state = {"sampler": trainer.sampler.state_dict(), "allocator": trainer.allocator.state_dict(),
+                     "prompt_uids": [p.uid for p in train_prompts], "before": before}
+            return checkpoints.save(run_dir, step, learner, state, config.checkpoint.keep_last)
+
+        try:
+            steps, seconds, stopped = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0,
+                                                  save)
+        except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
+            done = checkpoints.complete_checkpoints(run_dir)
+            where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
+            raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
+                             "`resume=auto`.") from None
+        if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
+            return RunResult(run_dir, before, {}, steps, seconds, stopped_by_signal=True)
+        after = _finish(config, trainer, learner, setup["eval"], run_dir, before)
+    finally:
+        log.close()
+    plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
+    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
+    return RunResult(run_dir, before, after, steps, seconds)
+
+
+def _run_dir(config: RootConfig) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and, when resuming, the driver state of the checkpoint to resume from."""
     found = checkpoints.find_resume(config) if config.checkpoint.resume else None
     if config.checkpoint.resume and found is None:
         print(f"[rlpost] resume=auto: no run directory {config.run.output_dir}/{config.run.name}-* has a complete "
               "checkpoint; starting fresh", flush=True)
+    resume: dict[str, Any] | None = None
     if found is not None:
         run_dir, checkpoint = found
         checkpoints.check_same_recipe(run_dir, config)
@@ -167,15 +203,19 @@ def train(config: RootConfig) -> RunResult:
     else:
         run_dir = make_run_dir(config)
     print(f"[rlpost] run directory: {run_dir}", flush=True)
-    from actors.build import ActorDiedError, build_components
+    return run_dir, resume
+
+
+def _start_actors(config: RootConfig, setup: dict[str, Any], run_dir: Path) -> tuple[Any, Any]:
+    """Ray, the actors and the weight sync, wired into a Trainer (no sampler yet); returns (trainer, learner)."""
+    from actors.build import build_components
     from actors.placement import init_ray, placement_report
     from actors.runtime import actor_env_vars, configure_process_env
     from actors.weight_sync import make_weight_sync
     from rlpost.loop import Trainer
 
     configure_process_env()
-    env_vars = actor_env_vars()
-    init_ray(config.resources, config, {"env_vars": env_vars})
+    init_ray(config.resources, config, {"env_vars": actor_env_vars()})
     transport = resolve_transport(config)
     started = time.perf_counter()
     parts = build_components(config, setup["model_path"], transport)
@@ -194,49 +234,35 @@ def train(config: RootConfig) -> RunResult:
     probe = [p.token_ids + [setup["tokenizer"].eos_token_id] for p in setup["train"][: config.sync.probe_sequences]]
     trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync, None, probe,
                       parts.rollout.sequence_logprobs)
-    log = MetricsLog(run_dir, config.run.tensorboard, purge_step=resume["step"] + 1 if resume else None)
-    try:
-        if resume:
-            train_prompts, before = _restore(config, trainer, parts.learner, setup["train"], resume)
-        else:
-            train_prompts, first = setup["train"], {"sync/probe_max_abs_diff": trainer.probe()}
-            if config.sampler.rif_k:
-                train_prompts, rif_metrics = _rif_filter(config, trainer, train_prompts)
-                first.update(rif_metrics)
-            trainer.sampler = make_sampler(config, train_prompts, config.run.seed)
-            log.log(0, first)
-            before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
-            _print_eval("before training", before)
+    return trainer, parts.learner
 
-        def save(step: int) -> Path:
-            state = {"sampler": trainer.sampler.state_dict(), "allocator": trainer.allocator.state_dict(),
-                     "prompt_uids": [p.uid for p in train_prompts], "before": before}
-            return checkpoints.save(run_dir, step, parts.learner, state, config.checkpoint.keep_last)
 
-        try:
-            steps, seconds, stopped = _train_loop(config, trainer, log, setup["eval"], resume["step"] if resume else 0,
-                                                  save)
-        except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
-            done = checkpoints.complete_checkpoints(run_dir)
-            where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
-            raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
-                             "`resume=auto`.") from None
-        if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
-            return RunResult(run_dir, before, {}, steps, seconds, stopped_by_signal=True)
-        after = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
-        _print_eval("after training", after)
-        (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
-        if before:
-            print("\nheld-out greedy accuracy\n" + accuracy_table(before, after), flush=True)
-        if config.run.save_final:
-            final = run_dir / "final"
-            parts.learner.save_hf(str(final))
-            print(f"[rlpost] Hugging Face checkpoint: {final}", flush=True)
-    finally:
-        log.close()
-    plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
-    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
-    return RunResult(run_dir, before, after, steps, seconds)
+def _first_step(config: RootConfig, trainer: Any, log: MetricsLog, setup: dict[str, Any]) -> tuple[list, dict]:
+    """A fresh run's step 0: the sync probe, the RIF filter, the sampler, the eval before training."""
+    train_prompts, first = setup["train"], {"sync/probe_max_abs_diff": trainer.probe()}
+    if config.sampler.rif_k:
+        train_prompts, rif_metrics = _rif_filter(config, trainer, train_prompts)
+        first.update(rif_metrics)
+    trainer.sampler = make_sampler(config, train_prompts, config.run.seed)
+    log.log(0, first)
+    before = trainer.evaluate(setup["eval"]) if setup["eval"] else {}
+    _print_eval("before training", before)
+    return train_prompts, before
+
+
+def _finish(config: RootConfig, trainer: Any, learner: Any, evaluation: list, run_dir: Path,
+            before: dict[str, float]) -> dict[str, float]:
+    """The eval after training, eval.json, the before/after table and the final Hugging Face checkpoint."""
+    after = trainer.evaluate(evaluation) if evaluation else {}
+    _print_eval("after training", after)
+    (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+    if before:
+        print("\nheld-out greedy accuracy\n" + accuracy_table(before, after), flush=True)
+    if config.run.save_final:
+        final = run_dir / "final"
+        learner.save_hf(str(final))
+        print(f"[rlpost] Hugging Face checkpoint: {final}", flush=True)
+    return after
 
 
 def _restore(config: RootConfig, trainer: Any, learner: Any, prompts: list, state: dict[str, Any],
