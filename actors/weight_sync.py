@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from actors.build import call
+from actors.calls import call
 
 
 class CpuObjectStoreSync:

@@ -39,7 +39,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, arm_overrides: list[s
                  "run.tensorboard=false", f"data.n_eval_per_source={args.eval_per_source}",
                  f"algorithm.prompts_per_step={args.prompts}", f"learner.lr={args.lr}", *args.override]
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rlpost.cli", "train", "quickstart", *overrides],
+    proc = subprocess.run([sys.executable, "-m", "rlpost.app.cli", "train", "quickstart", *overrides],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])

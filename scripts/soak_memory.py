@@ -54,7 +54,7 @@ def report():
             f.write("\\n".join("    " + line for line in d.traceback.format()) + "\\n")
 atexit.register(report)
 threading.Thread(target=watch, daemon=True).start()
-from rlpost.cli import main
+from rlpost.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 ROLES = ("ray::RolloutWorker", "ray::LearnerWorker", "ray::RewardWorker", "actors.reward")

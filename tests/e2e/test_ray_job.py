@@ -106,7 +106,7 @@ def test_ray_job_stop_checkpoints_the_run(two_node_cluster, tmp_path):
 
 def test_submit_uploads_no_outputs_or_caches(tmp_path):
     """The command `rlpost submit` runs: excludes, absolute run directory, quoted overrides (no cluster needed)."""
-    from rlpost.commands import UPLOAD_EXCLUDES, submit_command
+    from rlpost.app.commands import UPLOAD_EXCLUDES, submit_command
     from rlpost.config import load_config
 
     overrides = ["reward.functions=[exact_match, my.py:fn]"]
@@ -117,5 +117,5 @@ def test_submit_uploads_no_outputs_or_caches(tmp_path):
         "RLPOST_CACHE_DIR": "/c", "RAY_JOB_STOP_WAIT_TIME_S": "600"}  # checkpoint.stop_grace_s
     assert {"runs", ".cache", ".venv", ".git"} <= set(UPLOAD_EXCLUDES)
     entry = command[command.index("--") + 1:]
-    assert entry[:6] == ["/py", "-m", "rlpost.cli", "train", "quickstart", overrides[0]]
+    assert entry[:6] == ["/py", "-m", "rlpost.app.cli", "train", "quickstart", overrides[0]]
     assert entry[6:] == [f"run.output_dir={Path.cwd() / 'runs'}"]

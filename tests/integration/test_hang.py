@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from actors.build import ActorCallError, RolloutClient, call
+from actors.build import RolloutClient
+from actors.calls import ActorCallError, call
 from rlpost.types import GenerationRequest
 
 

@@ -60,7 +60,7 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
 
     from actors.build import RewardClient
     from actors.reward import RewardSettings, RewardWorker
-    from rlpost.run import prepare
+    from rlpost.app.run import prepare
     from rlpost.scoring import RewardHealth, apply_result, build_request
     from rlpost.types import Group, Sample
 
@@ -87,8 +87,8 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
 
 
 def test_chat_and_text_prompts_mixed_are_refused_before_actors(tmp_path):
+    from rlpost.app.run import prepare
     from rlpost.data import DataError
-    from rlpost.run import prepare
 
     config = _chat_recipe(tmp_path, TRL)
     data = tmp_path / "chat.jsonl"

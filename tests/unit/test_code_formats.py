@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rewards.code_formats import parse_tests, same_output
-from rlpost.cli import main
+from rlpost.app.cli import main
 
 
 @pytest.mark.parametrize("value,kind,count", [

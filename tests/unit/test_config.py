@@ -72,7 +72,7 @@ def test_every_field_is_documented():
 
 
 def test_readme_key_table_matches_the_schema():
-    from rlpost.cli import keys_markdown
+    from rlpost.app.cli import keys_markdown
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert keys_markdown() in readme, "README's recipe-key table is stale: paste `rlpost keys --markdown`"

@@ -84,7 +84,7 @@ def test_prompts_over_the_limit_are_reported_not_cut():
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path):
     from transformers import LlamaConfig
 
-    from rlpost.run import check_vocabulary
+    from rlpost.app.run import check_vocabulary
 
     tokenizer = build_tokenizer()
     LlamaConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "ok")

@@ -108,7 +108,7 @@ def test_overlong_shaping_and_kl_in_reward_change_rewards_and_are_logged():
 
 
 def test_step_line_reports_dropped_groups_and_survives_a_step_with_nothing_to_train():
-    from rlpost.run import _step_line
+    from rlpost.app.run import _step_line
 
     trainer, _ = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=10"])
     line = _step_line(1, trainer.step(1))

@@ -5,7 +5,7 @@ import sys
 
 
 def test_rlpost_and_rewards_import_without_heavy_dependencies():
-    code = ("import sys, rlpost.cli, rlpost.loop, rlpost.run, rlpost.config, rlpost.advantages, rewards, "
+    code = ("import sys, rlpost.app.cli, rlpost.loop, rlpost.app.run, rlpost.config, rlpost.advantages, rewards, "
             "rewards.synthetic, rewards.math; "
             "heavy = [m for m in ('ray', 'vllm', 'deepspeed') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -101,7 +101,7 @@ def recipe(tmp_path):
 
 @pytest.mark.parametrize("command", [["validate", "--offline"], ["validate"], ["train", "--dry-run"], ["train"]])
 def test_cli_names_a_plugin_that_exits_at_import(tmp_path, recipe, capsys, command):
-    from rlpost.cli import main
+    from rlpost.app.cli import main
 
     spec = _write(tmp_path, "exits", "import os\nos._exit(0)\n") + ":fn"
     assert main([command[0], recipe, f"reward.functions=[{spec}]", *command[1:]]) == 2
@@ -110,7 +110,7 @@ def test_cli_names_a_plugin_that_exits_at_import(tmp_path, recipe, capsys, comma
 
 
 def test_validate_prints_the_check_hooks_note_and_refuses_bad_rows(tmp_path, recipe, capsys):
-    from rlpost.cli import main
+    from rlpost.app.cli import main
 
     spec = _write(tmp_path, "hooks", HOOKS) + ":graded"
     assert main(["validate", recipe, f"reward.functions=[{spec}]"]) == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.cli import main
+from rlpost.app.cli import main
 from rlpost.config import RecipeError, all_fields, load_config
 from rlpost.recipe_checks import CHOICES, ENTRY_RANGES, RANGES, check_against_data, in_interval
 from rlpost.types import Prompt

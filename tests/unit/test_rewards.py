@@ -159,7 +159,7 @@ def test_readme_plugin_example_works_as_written(tmp_path):
 
 def test_rewards_command_lists_builtins_styles_options_and_installed_plugins(tmp_path, monkeypatch):
     from rewards import BUILTINS
-    from rlpost.cli import rewards_listing
+    from rlpost.app.cli import rewards_listing
 
     make_entry_point(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

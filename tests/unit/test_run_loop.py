@@ -1,4 +1,4 @@
-"""The driver's step loop (rlpost/run.py::_train_loop) with stand-ins for the trainer and the metrics log: the
+"""The driver's step loop (rlpost/app/run.py::_train_loop) with stand-ins for the trainer and the metrics log: the
 `driver.step_done` fault point comes right after each step's metrics are written, which is what lets the
 SIGKILL-and-resume test stop a run at a known step on any machine."""
 
@@ -26,7 +26,7 @@ class _Log:
 
 def test_step_done_fault_point_follows_each_steps_metrics(monkeypatch, capsys):
     import actors.runtime
-    from rlpost.run import _train_loop
+    from rlpost.app.run import _train_loop
 
     config = load_config("quickstart", ["run.steps=3", "run.progress_bar=false", "checkpoint.every=0",
                                         "run.eval_every=0"])
@@ -45,7 +45,7 @@ def test_step_done_exit_stops_the_driver_at_the_nth_step():
 
     script = (
         "from rlpost.config import load_config\n"
-        "from rlpost.run import _train_loop\n"
+        "from rlpost.app.run import _train_loop\n"
         "from tests.unit.test_run_loop import _Log, _Trainer\n"
         "config = load_config('quickstart', ['run.steps=5', 'run.progress_bar=false', 'checkpoint.every=0'])\n"
         "class Log(_Log):\n"

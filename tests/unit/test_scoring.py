@@ -60,7 +60,7 @@ def test_health_reports_and_stops_past_the_rate(capsys):
 
 
 def test_step_line_shows_reward_errors_only_when_there_are_some():
-    from rlpost.run import _step_line
+    from rlpost.app.run import _step_line
 
     assert "reward 0.5s (3 errors) train" in _step_line(1, {"reward_health/errors": 3.0, "time/reward": 0.5})
     assert "errors" not in _step_line(1, {"reward_health/errors": 0.0})
@@ -69,7 +69,7 @@ def test_step_line_shows_reward_errors_only_when_there_are_some():
 def test_pass_at_k_matches_its_definition():
     from itertools import combinations
 
-    from rlpost.evaluate import pass_at_k
+    from rlpost.app.evaluate import pass_at_k
 
     outcomes = [1, 0, 0, 1, 0]  # n = 5, c = 2: the share of 2-subsets holding a success, counted directly
     subsets = list(combinations(outcomes, 2))

@@ -154,7 +154,7 @@ def train(config: RootConfig) -> RunResult:
     for note in setup["notes"]:
         print(f"[rlpost] {note}", flush=True)
     run_dir, resume = _run_dir(config)
-    from actors.build import ActorDiedError
+    from actors.calls import ActorDiedError
 
     trainer, learner = _start_actors(config, setup, run_dir)
     log = MetricsLog(run_dir, config.run.tensorboard, purge_step=resume["step"] + 1 if resume else None)

@@ -26,9 +26,9 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
     callable, reward.args accepted) only. Otherwise also the data (columns, prompt lengths), the model and tokenizer,
     the plugins' signatures and check hooks against the data, and the resources against the connected Ray cluster
     (resources.address or RAY_ADDRESS) or, with none, this machine. Plugins load in a child process with a time
-    limit (rlpost.run.check_reward_plugins), so one that exits or hangs at import is an error naming it.
+    limit (rlpost.app.run.check_reward_plugins), so one that exits or hangs at import is an error naming it.
     """
-    from rlpost.run import check_reward_plugins, prepare
+    from rlpost.app.run import check_reward_plugins, prepare
 
     lines = [f"schema: ok ({len(config.reward.functions)} reward function(s), {config.run.steps} steps)"]
     if offline:
@@ -89,7 +89,7 @@ def submit_command(recipe: str, overrides: list[str], config: RootConfig, addres
     runtime_env: dict[str, Any] = {"working_dir": working_dir, "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars}
     # `ray job submit` quotes each word after '--' for the shell, so overrides with spaces or brackets survive
     return [ray, "job", "submit", f"--address={address}", f"--runtime-env-json={json.dumps(runtime_env)}",
-            *([] if wait else ["--no-wait"]), "--", python, "-m", "rlpost.cli", "train", recipe, *overrides, *extra]
+            *([] if wait else ["--no-wait"]), "--", python, "-m", "rlpost.app.cli", "train", recipe, *overrides, *extra]
 
 
 def submit(recipe: str, overrides: list[str], config: RootConfig, address: str, python: str, working_dir: str,

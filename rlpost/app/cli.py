@@ -142,7 +142,7 @@ def _options(fn) -> str:
 def _dry_run(config) -> None:
     """`train --dry-run`: the resolved recipe, then everything short of starting actors."""
     print(to_yaml(config), end="")
-    from rlpost.run import prepare
+    from rlpost.app.run import prepare
 
     setup = prepare(config)
     for note in setup["notes"]:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
@@ -163,9 +163,9 @@ def _presets(markdown: bool) -> str:
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, not a bug: one line on stderr and exit status 2, no traceback."""
     from rewards import RewardPluginError
+    from rlpost.app.run import RunStopped
     from rlpost.checkpoint import ResumeError
     from rlpost.data import DataError
-    from rlpost.run import RunStopped
     from rlpost.scoring import RewardErrorRateExceeded
 
     errors = USAGE_ERRORS + (RewardPluginError, DataError, RewardErrorRateExceeded, ResumeError, RunStopped)
@@ -193,21 +193,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.recipe, args.overrides)
         if args.command == "validate":
-            from rlpost.commands import validate
+            from rlpost.app.commands import validate
 
             for line in validate(config, offline=args.offline):
                 print(f"[rlpost] ok: {line}", flush=True)
             print(f"[rlpost] {args.recipe}: valid" + (" (offline: schema and plugins)" if args.offline else ""))
             return 0
         if args.command == "eval":
-            from rlpost.evaluate import run_eval
+            from rlpost.app.evaluate import run_eval
 
             if min(args.k) < 1:
                 raise RecipeError(f"--k must be at least 1, got {args.k}")
             run_eval(config, args.checkpoint, sorted(set(args.k)), args.samples, args.split, args.out)
             return 0
         if args.command == "submit":
-            from rlpost.commands import default_address, submit, validate
+            from rlpost.app.commands import default_address, submit, validate
 
             validate(config, offline=True)
             from actors.runtime import cache_dir
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             _dry_run(config)
             return 0
-        from rlpost.run import train
+        from rlpost.app.run import train
 
         result = train(config)
         return 128 + 15 if result.stopped_by_signal else 0  # a run stopped by SIGTERM is not done: not success
