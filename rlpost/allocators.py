@@ -11,19 +11,10 @@ same prompt, and gives every prompt at least `min_samples`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from rlpost.allocation import gvm_allocation, gvm_continuous, round_preserving_sum, variance_ratio_vs_uniform
-from rlpost.types import Prompt
-
-
-@dataclass
-class PromptStats:
-    """What an allocator knows about one prompt when it allocates: acceptance rate and mean gradient norm."""
-
-    accept_rate: float
-    grad_norm: float
+from rlpost.types import Prompt, PromptStats
 
 
 class FixedAllocator:

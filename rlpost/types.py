@@ -2,8 +2,9 @@
 
 Vocabulary used everywhere: a *prompt* is one dataset row; a *sample* is one completion of it; a *group* is all
 samples of one prompt; a *batch* is what one learner rank trains on. Shape suffixes: B = sequences, T = tokens.
-The Protocols are what the driver calls; `actors/build.py` is the only place that maps them to Ray actors.
-Leaves out: partial rollouts and multi-turn samples (later issues).
+The Protocols are the seams: what the driver's loop calls (rollout, learner, reward, weight sync; `actors/build.py`
+implements them over Ray actors) and what it is built from (prompt sampler, allocator). Leaves out: partial
+rollouts and multi-turn samples (later issues).
 """
 
 from __future__ import annotations
@@ -189,13 +190,59 @@ class LearnerBatch:
                             *(getattr(self, k).to(device) for k in self.PER_TOKEN))
 
 
+@dataclass
+class PromptStats:
+    """What an allocator knows about one prompt when it allocates: acceptance rate and mean gradient norm."""
+
+    accept_rate: float
+    grad_norm: float
+
+
+class PromptSampler(Protocol):
+    """Which prompts each step trains on (rlpost/sampling.py). Drawn lazily, updated after the step's advantages."""
+
+    def next_batch(self, step: int | None = None) -> list[Prompt]: ...
+
+    def update(self, groups: list[Group]) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Allocator(Protocol):
+    """How many samples each prompt of a step gets (rlpost/allocators.py). `needs_prepass`: the collector runs a
+    pre-pass and hands its statistics to `allocate`; `learns_from_rollouts`: it feeds each round to `update`."""
+
+    needs_prepass: bool
+    learns_from_rollouts: bool
+
+    def estimates(self, prompts: list[Prompt]) -> list[PromptStats] | None: ...
+
+    def allocate(self, prompts: list[Prompt], stats: list[PromptStats] | None = None) -> list[int]: ...
+
+    def update(self, prompts: list[Prompt], stats: list[PromptStats], counts: list[int]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class RolloutEngine(Protocol):
+    """The vLLM engines, seen as one: completions per request; the probe's logprobs from every engine."""
+
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]: ...
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
+        """Per engine, per sequence, the logprob of each token after the first."""
+        ...
 
 
 class LearnerGroup(Protocol):
+    """The DeepSpeed ranks, seen as one (rank 0's answer where every rank computes the same)."""
+
     def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int) -> dict[str, float]: ...
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
@@ -212,8 +259,24 @@ class LearnerGroup(Protocol):
 
 
 class RewardPool(Protocol):
+    """The reward workers, seen as one: every completion of a request scored, in order."""
+
     def score(self, request: RewardRequest) -> RewardResult: ...
 
 
 class WeightSync(Protocol):
+    """Learner weights into every vLLM engine; `rejoin(slot)` brings a replacement engine into the transfer."""
+
     def sync(self) -> dict[str, float]: ...
+
+    def rejoin(self, slot: int) -> dict[str, float]: ...
+
+
+@dataclass
+class Workers:
+    """Everything the driver's loop calls, built by actors/build.py (or by hand, with stand-ins, in unit tests)."""
+
+    rollout: RolloutEngine
+    learner: LearnerGroup
+    reward: RewardPool
+    weight_sync: WeightSync
