@@ -1,10 +1,13 @@
 """Learner ranks: one DeepSpeed engine per Ray actor, joined in a torch.distributed group (gloo on CPU, NCCL on GPU).
 
 The learner is algorithm-blind: it computes logprobs, applies the loss spec it is given to a batch whose
-advantages and per-token weights the driver computed, and reports gradient statistics. Rank 0 picks the
-rendezvous address; the other ranks join it. A frozen reference model is loaded only when the objective uses a
-KL term (a full copy on every rank: fine for the model sizes one node trains; a ZeRO-3-sharded reference is left
-for when a recipe needs it). Leaves out: DeepSpeed checkpoints for resume (checkpoint issue), sequence packing.
+advantages and per-token weights the driver computed, and reports gradient statistics (and GVM's per-sample
+gradient norms, actors/gradnorm.py). Rank 0 picks the rendezvous address; the other ranks join it. A frozen
+reference model is loaded when the objective uses a KL term (a full copy on every rank: fine for the model sizes
+one node trains). It writes Hugging Face checkpoints (`save_hf`) and DeepSpeed state for resume
+(`save_state` / `load_state`). The trainer side of weight sync is inherited from the transports' modules:
+`ObjectStoreSender` (actors/weight_sync.py) and `NativeVllmSender` (actors/weight_sync_gpu.py).
+Leaves out: sequence packing, a ZeRO-3-sharded reference model.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from actors.runtime import configure_process_env, injected_fault
+from actors.weight_sync import ObjectStoreSender
+from actors.weight_sync_gpu import NativeVllmSender, free_port
 
 configure_process_env()
 
@@ -24,12 +29,6 @@ from rlpost.batching import minibatch_bounds, pad_rows, split_micro
 from rlpost.config import LearnerConfig, ModelConfig
 from rlpost.losses import LossSpec, kl_estimate, policy_loss
 from rlpost.types import LearnerBatch
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor,
@@ -76,8 +75,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LearnerWorker:
-    """One learner rank (wrapped by `ray.remote` in actors/build.py)."""
+class LearnerWorker(ObjectStoreSender, NativeVllmSender):
+    """One learner rank (wrapped by `ray.remote` in actors/build.py); the trainer side of weight sync is inherited
+    from the two transports' senders (`named_weights`; `free_ports`, `init_weight_transfer`, `send_weights`...)."""
 
     def __init__(self, rank: int, world_size: int, model_cfg: ModelConfig, learner_cfg: LearnerConfig,
                  model_path: str, load_reference: bool = False) -> None:
@@ -90,11 +90,6 @@ class LearnerWorker:
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0 only: the address and a free port the group will meet at."""
         return socket.gethostbyname(socket.gethostname()), free_port()
-
-    def node_id(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
     def init(self, master_addr: str, master_port: int, timeout_s: float) -> None:
         """Join the process group and build the DeepSpeed engine (blocks until every rank has joined)."""
@@ -229,75 +224,6 @@ class LearnerWorker:
             ref = token_logprobs(self.reference, ids, attn)[0].cpu() if with_ref else None
         return old, ref
 
-    def named_weights(self, bucket_bytes: int) -> list[Any]:
-        """Full weights in buckets of about `bucket_bytes`, put in the object store (rank 0 returns the refs).
-
-        Every rank must call it: under ZeRO-3 each parameter is gathered collectively.
-        """
-        import ray
-
-        refs, bucket, size = [], [], 0
-        for name, tensor in self._iter_full_params():
-            if self.rank == 0:
-                bucket.append((name, tensor))
-                size += tensor.numel() * tensor.element_size()
-                if size >= bucket_bytes:
-                    refs.append(ray.put(bucket))
-                    bucket, size = [], 0
-        if self.rank == 0 and bucket:
-            refs.append(ray.put(bucket))
-        return refs
-
-    def _iter_full_params(self):
-        """(HF name, full CPU tensor) for every parameter, gathering ZeRO-3 partitions one at a time."""
-        import deepspeed
-
-        module = self.engine.module
-        for name, param in module.named_parameters():
-            if hasattr(param, "ds_id"):
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                    yield name, param.detach().to("cpu", copy=True)
-            else:
-                yield name, param.detach().to("cpu", copy=True)
-
-    def free_ports(self, count: int) -> list[int]:
-        return [free_port() for _ in range(count)]
-
-    def init_weight_transfer(self, backend: str, rollout_handles: list[Any], workers: list[int], address: str,
-                             ports: list[int]) -> None:
-        """Trainer side of vLLM's native weight transfer: one engine per rollout actor (every rank calls this)."""
-        self._transfer = [self._transfer_engine(backend, handle, n_workers, address, port)
-                          for handle, n_workers, port in zip(rollout_handles, workers, ports)]
-
-    def replace_weight_transfer(self, slot: int, backend: str, handle: Any, n_workers: int, address: str,
-                                port: int) -> None:
-        """A replacement vLLM engine in `slot` joins the transfer (a fresh group on a fresh port; the dead
-        engine's group is dropped, not torn down: its peer is gone)."""
-        self._transfer[slot] = self._transfer_engine(backend, handle, n_workers, address, port)
-
-    def _transfer_engine(self, backend: str, handle: Any, n_workers: int, address: str, port: int) -> Any:
-        from vllm.distributed.weight_transfer import RayVLLMWeightSyncClient, WeightTransferTrainerFactory
-
-        source = _zero3_source(self.engine.module) if self.cfg.zero_stage == 3 else None
-        if source is None:
-            from vllm.distributed.weight_transfer import ModuleSource
-
-            source = ModuleSource(self.engine.module)
-        if backend == "nccl":
-            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
-
-            info = NCCLTrainerInitInfo(master_address=address, master_port=port, world_size=1 + n_workers,
-                                       rank=self.rank, packed=True)
-        else:
-            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
-
-            info = IPCTrainerInitInfo(rank=self.rank, packed=False)
-        return WeightTransferTrainerFactory.trainer_init(info, client=RayVLLMWeightSyncClient(handle), source=source)
-
-    def send_weights(self) -> None:
-        for engine in self._transfer:
-            engine.send_weights()
-
     def save_hf(self, path: str) -> None:
         """Write a Hugging Face checkpoint (weights, config, tokenizer) of the current policy, atomically.
 
@@ -334,24 +260,6 @@ class LearnerWorker:
 
     def ping(self) -> int:
         return self.rank
-
-
-def _zero3_source(module: Any) -> Any:
-    """A vLLM WeightSource over a ZeRO-3 module: full shapes in metadata, one collective gather per parameter."""
-    import deepspeed
-    from vllm.distributed.weight_transfer import ParamMeta, WeightSource
-
-    class Zero3Source(WeightSource):
-        def metadata(self) -> list[Any]:
-            return [ParamMeta(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for n, p in module.named_parameters()]
-
-        def __iter__(self):
-            for name, param in module.named_parameters():
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                    tensor = param.data.clone()  # the gathered storage is freed when the context exits
-                yield name, tensor
-
-    return Zero3Source()
 
 
 def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:

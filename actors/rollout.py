@@ -1,7 +1,10 @@
 """Rollout actor: one vLLM engine that samples completions (token ids and sampled logprobs) and takes new weights.
 
-On CPU the engine core runs inside this actor's process (no extra processes on a 2-core box) and weights arrive
-through `load_weights` on the worker; on GPU the native weight-transfer API is used (actors/weight_sync.py).
+On CPU the engine core runs inside this actor's process (no extra processes on a 2-core box). New weights arrive
+by either transport: object-store buckets through `load_weights`, which each vLLM worker streams into an in-place
+reload (`WeightLoadExtension`; the other sides in actors/weight_sync.py), or, on GPU, vLLM's native
+weight-transfer API, whose methods this actor exposes for the learner to drive (actors/weight_sync_gpu.py). It also
+scores given sequences (`sequence_logprobs`) for the driver's learner-vs-vLLM logprob probe.
 Leaves out: async/continuous streaming of requests, sleep/wake colocation (GPU follow-up).
 """
 
@@ -128,11 +131,6 @@ class RolloutWorker:
 
     def num_workers(self) -> int:
         return int(self.llm.get_world_size())
-
-    def node_id(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
     def ping(self) -> int:
         return self.engine_index

@@ -1,25 +1,72 @@
-"""Weight sync from the learner group into the vLLM engines, behind one interface (`WeightSync.sync`).
+"""Weight sync from the learner group into the vLLM engines, behind one interface (`rlpost.types.WeightSync`).
 
 Transports:
-- `CpuObjectStoreSync`: rank 0 gathers full tensors (ZeRO-3 collectively), puts buckets in Ray's object store, and
-  each engine loads them through its worker's `load_weights`. Used on CPU machines and in tests.
-- `NativeVllmSync`: vLLM's native weight-transfer API (NCCL between separate GPUs, CUDA IPC when colocated); see
-  actors/weight_sync_gpu.py. Written against the same interface; it needs GPUs to run.
+- object store (this module), used on CPU machines and in tests: rank 0 gathers full tensors (ZeRO-3
+  collectively) and puts them in Ray's object store in buckets (`ObjectStoreSender`, the trainer side, mixed into
+  `LearnerWorker`); `CpuObjectStoreSync` (the driver side) hands the bucket refs to every engine, whose worker
+  streams them into vLLM's in-place reload (the receiver side, `WeightLoadExtension` in actors/rollout.py).
+- native vLLM (actors/weight_sync_gpu.py): vLLM's weight-transfer API, NCCL between separate GPUs and CUDA IPC
+  when colocated; written against the same interface, it needs GPUs to run.
+`make_weight_sync` picks one. The driver imports this module: it imports neither torch, DeepSpeed nor vLLM.
 Leaves out: delta/sparse sync and LoRA adapters.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from actors.calls import call
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from rlpost.types import WeightSync
+
+
+class ObjectStoreSender:
+    """Trainer side of the object-store transport, mixed into `LearnerWorker` (which sets `rank` and `engine`)."""
+
+    rank: int
+    engine: Any  # a DeepSpeed engine
+
+    def named_weights(self, bucket_bytes: int) -> list[Any]:
+        """Full weights in buckets of about `bucket_bytes`, put in the object store (rank 0 returns the refs).
+
+        Every rank must call it: under ZeRO-3 each parameter is gathered collectively.
+        """
+        import ray
+
+        refs, bucket, size = [], [], 0
+        for name, tensor in self._iter_full_params():
+            if self.rank == 0:
+                bucket.append((name, tensor))
+                size += tensor.numel() * tensor.element_size()
+                if size >= bucket_bytes:
+                    refs.append(ray.put(bucket))
+                    bucket, size = [], 0
+        if self.rank == 0 and bucket:
+            refs.append(ray.put(bucket))
+        return refs
+
+    def _iter_full_params(self) -> Iterator[tuple[str, Any]]:
+        """(HF name, full CPU tensor) for every parameter, gathering ZeRO-3 partitions one at a time."""
+        import deepspeed
+
+        module = self.engine.module
+        for name, param in module.named_parameters():
+            if hasattr(param, "ds_id"):
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    yield name, param.detach().to("cpu", copy=True)
+            else:
+                yield name, param.detach().to("cpu", copy=True)
 
 
 class CpuObjectStoreSync:
     """Ship full weights through the object store in buckets (works everywhere, including across nodes)."""
 
-    def __init__(self, learner_handles: list[Any], rollout_handles: list[Any], bucket_mb: int,
+    def __init__(self, learner_handles: list[ActorHandle], rollout_handles: list[ActorHandle], bucket_mb: int,
                  timeout_s: float) -> None:
         self.learners, self.rollouts = learner_handles, rollout_handles
         self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s
@@ -40,9 +87,12 @@ class CpuObjectStoreSync:
         return self.sync()
 
 
-def make_weight_sync(transport: str, learner_handles: list[Any], rollout_handles: list[Any], bucket_mb: int,
-                     timeout_s: float) -> Any:
-    """The transport named by the recipe ('auto' was resolved by the caller)."""
+def make_weight_sync(transport: str, learner_handles: list[ActorHandle], rollout_handles: list[ActorHandle],
+                     bucket_mb: int, timeout_s: float) -> WeightSync:
+    """The transport named by the recipe ('auto' was resolved by the caller).
+
+    `rollout_handles` is the rollout client's own list, which it updates in place when it replaces an engine.
+    """
     if transport == "cpu":
         return CpuObjectStoreSync(learner_handles, rollout_handles, bucket_mb, timeout_s)
     from actors.weight_sync_gpu import NativeVllmSync
