@@ -3,7 +3,8 @@
 Every convention inside the formula is a named parameter, pinned by golden vectors in tests: the baseline (group
 mean, or leave-one-out as in RLOO), the std normalisation (per group as GRPO, over the whole batch as TRL's
 `scale_rewards="batch"`, or none as Dr. GRPO), the std's degrees of freedom (verl: unbiased), the eps added to
-the std, and the rule for singleton groups (raw reward as verl, zero, or drop the group).
+the std, and the rule for singleton groups (raw reward as verl, zero, or drop the group). The accepted modes are
+the recipe's choice types (rlpost/choices.py); this module imports nothing of the config package.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-STD_MODES = ("group", "batch", "none")
-BASELINES = ("mean", "rloo")
-SINGLETON_RULES = ("raw", "zero", "drop")
+from rlpost.choices import AdvantageStd, Baseline, SingletonRule, values_of
+
+STD_MODES = values_of(AdvantageStd)
+BASELINES = values_of(Baseline)
+SINGLETON_RULES = values_of(SingletonRule)
 
 
 def _std(values: Sequence[float], ddof: int) -> float:
@@ -24,7 +27,7 @@ def _std(values: Sequence[float], ddof: int) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - ddof))
 
 
-def centred_rewards(rewards: Sequence[float], baseline: str = "mean") -> list[float]:
+def centred_rewards(rewards: Sequence[float], baseline: Baseline = "mean") -> list[float]:
     """r_i minus the group baseline: the group mean, or (RLOO) the mean of the *other* samples of the group."""
     n = len(rewards)
     total = float(sum(rewards))
@@ -38,11 +41,11 @@ def centred_rewards(rewards: Sequence[float], baseline: str = "mean") -> list[fl
 def group_advantages(
     rewards: Sequence[float],
     *,
-    std_normalize: bool | str = True,
-    baseline: str = "mean",
+    std_normalize: bool | AdvantageStd = True,
+    baseline: Baseline = "mean",
     ddof: int = 1,
     eps: float = 1e-6,
-    singleton_rule: str = "raw",
+    singleton_rule: SingletonRule = "raw",
     batch_std: float | None = None,
 ) -> list[float] | None:
     """Advantage of each sample of one group; None when the group is dropped (singleton_rule 'drop').
@@ -74,7 +77,7 @@ def group_advantages(
 def batch_advantages(
     groups_rewards: Sequence[Sequence[float]],
     *,
-    std_normalize: bool | str = True,
+    std_normalize: bool | AdvantageStd = True,
     ddof: int = 1,
     **conventions: object,
 ) -> tuple[list[list[float] | None], dict[str, float]]:

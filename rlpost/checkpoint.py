@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlpost.config import RootConfig, to_yaml
+from rlpost.config import RootConfig
+from rlpost.recipes import to_yaml
 
 MARKER = "COMPLETE"
 # Keys that may differ between a run and its resumption: how long to train, where output goes, how it is shown.

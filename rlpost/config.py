@@ -1,20 +1,45 @@
-"""The one typed configuration schema, and recipe loading (inheritance, CLI overrides, errors that name key and file).
+"""The one typed configuration schema: frozen dataclasses, one per recipe section, each field documented once.
 
 Every field is documented once, here, in the comment string beside it; `rlpost train --help-config` and the README
-table are generated from these. Defaults live only in this file; named algorithm presets (rlpost/presets.py) sit
-between them and the recipe; value checks beyond the types are in rlpost/recipe_checks.py. Leaves out: the GPU
-colocation knobs (later issues add them as fields here).
+table are generated from these (`all_fields`). Defaults live only in this file; a closed choice is typed by its
+`Literal` from rlpost/choices.py, the one list of its values. Loading a recipe (inheritance, presets, overrides,
+errors that name key and file) is in rlpost/recipes.py; checks of values beyond the types are in
+rlpost/recipe_checks.py. This module imports neither, nor OmegaConf. Leaves out: the GPU colocation knobs (later
+issues add them as fields here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+from rlpost.choices import (
+    AdvantageStd,
+    AllocatorKind,
+    Backend,
+    Baseline,
+    ChatTemplate,
+    DataSource,
+    Dtype,
+    DynamicSamplingMetric,
+    GradNorm,
+    KlEstimator,
+    LossAggregation,
+    OnGenRoundsExhausted,
+    PlacementStrategy,
+    Preset,
+    RatioLevel,
+    SamplerKind,
+    SingletonRule,
+    StdDdof,
+    TisLevel,
+    Transport,
+    ZeroStage,
+    is_choice,
+    values_of,
+)
 
 
 def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -28,15 +53,15 @@ def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
 class ModelConfig:
     path: str = doc("Hugging Face model id or local directory; 'embedded' builds (once) the tiny character-level "
                     "base model into .cache/base_model", "embedded")
-    dtype: str = doc("parameter dtype in vLLM and the learner: float32 or bfloat16 (never float16 on CPU)",
-                     "float32")
+    dtype: Dtype = doc("parameter dtype in vLLM and the learner: float32 or bfloat16 (never float16 on CPU)",
+                       "float32")
     trust_remote_code: bool = doc("passed to transformers and vLLM when loading the model", False)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = doc("where prompts come from: 'embedded' (synthetic suite), 'jsonl' or 'parquet' (local file) "
-                      "or 'hf' (a Hugging Face dataset)", "embedded")
+    source: DataSource = doc("where prompts come from: 'embedded' (synthetic suite), 'jsonl' or 'parquet' (local file) "
+                             "or 'hf' (a Hugging Face dataset)", "embedded")
     path: str = doc("jsonl/parquet file (may contain '{split}') or Hugging Face dataset id (unused for 'embedded')",
                     "")
     name: str = doc("Hugging Face dataset configuration name (e.g. 'main' for gsm8k)", "")
@@ -47,8 +72,9 @@ class DataConfig:
     source_key: str = doc("column holding the distribution tag (data_source)", "data_source")
     columns: dict[str, str] = doc("rename columns before use: {name rlpost and reward functions see: column in the "
                                   "data}, e.g. {answer: solution}", factory=dict)
-    chat_template: str = doc("'auto': wrap each prompt in the tokenizer's chat template when it has one (and always "
-                             "for prompts given as message lists); 'none': tokenize the text as is", "auto")
+    chat_template: ChatTemplate = doc("'auto': wrap each prompt in the tokenizer's chat template when it has one "
+                                      "(and always for prompts given as message lists); 'none': tokenize the text "
+                                      "as is", "auto")
     system_prompt: str = doc("system message put before each prompt when a chat template is applied", "")
     n_train_per_source: int = doc("embedded suite: training prompts generated per distribution", 2000)
     n_eval_per_source: int = doc("embedded suite / eval: held-out prompts per distribution (0 = all)", 200)
@@ -93,43 +119,43 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    preset: str = doc("named set of the switches below ('grpo', 'dr_grpo', 'dapo', 'gspo'; empty = none): applied "
-                      "under the recipe, so keys the recipe or command line set win", "")
+    preset: Preset = doc("named set of the switches below ('grpo', 'dr_grpo', 'dapo', 'gspo'; empty = none): applied "
+                         "under the recipe, so keys the recipe or command line set win", "")
     prompts_per_step: int = doc("B: prompts per training step (groups kept, with dynamic sampling)", 32)
-    baseline: str = doc("advantage baseline: 'mean' of the group (GRPO) or 'rloo' (mean of the other samples)",
-                        "mean")
-    advantage_std: str = doc("divide centred rewards by the std of the 'group' (GRPO), of the 'batch' (TRL "
-                             "scale_rewards=batch) or 'none' (Dr. GRPO)", "group")
-    advantage_std_ddof: int = doc("degrees of freedom of the std: 1 = unbiased (verl, TRL), 0 = population", 1)
+    baseline: Baseline = doc("advantage baseline: 'mean' of the group (GRPO) or 'rloo' (mean of the other samples)",
+                             "mean")
+    advantage_std: AdvantageStd = doc("divide centred rewards by the std of the 'group' (GRPO), of the 'batch' (TRL "
+                                      "scale_rewards=batch) or 'none' (Dr. GRPO)", "group")
+    advantage_std_ddof: StdDdof = doc("degrees of freedom of the std: 1 = unbiased (verl, TRL), 0 = population", 1)
     advantage_eps: float = doc("added to the std before dividing", 1e-6)
-    singleton_rule: str = doc("advantage of a group with one sample: 'raw' (its reward, as verl), 'zero', or 'drop' "
-                              "the group", "raw")
-    loss_aggregation: str = doc("how per-token losses are combined over a mini-batch: 'token-mean' (DAPO), "
-                                "'seq-mean-token-mean' (original GRPO), 'seq-mean-token-sum', 'constant' (Dr. GRPO: "
-                                "sum / (sequences * loss_constant))", "token-mean")
+    singleton_rule: SingletonRule = doc("advantage of a group with one sample: 'raw' (its reward, as verl), 'zero', "
+                                        "or 'drop' the group", "raw")
+    loss_aggregation: LossAggregation = doc("how per-token losses are combined over a mini-batch: 'token-mean' "
+                                            "(DAPO), 'seq-mean-token-mean' (original GRPO), 'seq-mean-token-sum', "
+                                            "'constant' (Dr. GRPO: sum / (sequences * loss_constant))", "token-mean")
     loss_constant: int = doc("normaliser of the 'constant' aggregation (0 = rollout.max_new_tokens)", 0)
     clip_eps_low: float = doc("PPO clip: ratio lower bound is 1 - clip_eps_low", 0.2)
     clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high (DAPO clip-higher: 0.28)", 0.2)
     dual_clip_c: float = doc("dual clip for negative advantages: loss capped at c*|A| (verl: 3.0); 0 disables", 0.0)
-    ratio_level: str = doc("importance ratio per 'token' (PPO/GRPO) or per 'sequence' (GSPO: exp of the mean "
-                           "token log-ratio)", "token")
+    ratio_level: RatioLevel = doc("importance ratio per 'token' (PPO/GRPO) or per 'sequence' (GSPO: exp of the mean "
+                                  "token log-ratio)", "token")
     kl_coef: float = doc("beta of the KL to the reference (initial) policy; 0 loads no reference model anywhere", 0.0)
-    kl_estimator: str = doc("KL estimator: 'k1' (log ratio), 'k2' (squared log ratio / 2), 'k3' (GRPO's)", "k3")
+    kl_estimator: KlEstimator = doc("KL estimator: 'k1' (log ratio), 'k2' (squared log ratio / 2), 'k3' (GRPO's)", "k3")
     kl_in_reward: bool = doc("subtract beta * (summed KL of the completion) from its reward instead of adding "
                              "beta * KL to the loss", False)
     entropy_coef: float = doc("entropy bonus: the loss subtracts coef * entropy, aggregated like the loss", 0.0)
     updates_per_batch: int = doc("mini-batches per epoch, one optimizer step each; >1 makes the clip active", 1)
     epochs: int = doc("passes over each generated batch (old logprobs come from the learner before the first)", 1)
-    tis_level: str = doc("truncated importance sampling for the vLLM-vs-learner mismatch: 'none', 'token' or "
-                         "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss", "none")
+    tis_level: TisLevel = doc("truncated importance sampling for the vLLM-vs-learner mismatch: 'none', 'token' or "
+                              "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss", "none")
     tis_cap: float = doc("cap of the truncated importance weight", 2.0)
     dynamic_sampling: bool = doc("DAPO: drop groups whose dynamic_sampling_metric is all equal and generate more "
                                  "prompts until prompts_per_step groups are kept", False)
-    dynamic_sampling_metric: str = doc("what must vary within a kept group: 'reward' (total) or 'accuracy' (the "
-                                       "first reward function)", "reward")
+    dynamic_sampling_metric: DynamicSamplingMetric = doc("what must vary within a kept group: 'reward' (total) or "
+                                                         "'accuracy' (the first reward function)", "reward")
     max_gen_rounds: int = doc("dynamic sampling: most generation rounds per step (the first included)", 4)
-    on_gen_rounds_exhausted: str = doc("when max_gen_rounds is hit: 'train' on the groups kept so far (with a "
-                                       "warning) or 'error'", "train")
+    on_gen_rounds_exhausted: OnGenRoundsExhausted = doc("when max_gen_rounds is hit: 'train' on the groups kept so "
+                                                        "far (with a warning) or 'error'", "train")
     overlong_shaping: bool = doc("DAPO overlong reward shaping: completions longer than max_new_tokens - "
                                  "overlong_buffer lose up to overlong_penalty at the cap", False)
     overlong_buffer: int = doc("overlong shaping buffer in tokens (0 = max_new_tokens // 5, DAPO's ratio)", 0)
@@ -140,14 +166,14 @@ class AlgorithmConfig:
 @dataclass(frozen=True)
 class LearnerConfig:
     world_size: int = doc("DeepSpeed data-parallel ranks (learner actors)", 2)
-    zero_stage: int = doc("DeepSpeed ZeRO stage 0-3", 1)
+    zero_stage: ZeroStage = doc("DeepSpeed ZeRO stage 0-3", 1)
     lr: float = doc("AdamW learning rate (constant)", 1e-4)
     betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.99])
     adam_eps: float = doc("AdamW epsilon", 1e-8)
     weight_decay: float = doc("AdamW weight decay", 0.0)
     grad_clip: float = doc("global gradient-norm clip (0 disables)", 1.0)
     micro_batch_size: int = doc("sequences per forward/backward on one rank", 64)
-    backend: str = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
+    backend: Backend = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
     seed: int = doc("torch seed of the learner ranks", 0)
     deepspeed: dict[str, Any] = doc("extra DeepSpeed config merged over the generated one (nested keys merge), e.g. "
                                     "{zero_optimization: {offload_optimizer: {device: cpu}}}; batch sizes and "
@@ -156,8 +182,8 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    transport: str = doc("weight sync: 'auto' (cpu without GPUs, nccl with), 'cpu' (Ray object store into vLLM "
-                         "load_weights), 'nccl' or 'ipc' (vLLM's native weight-transfer API)", "auto")
+    transport: Transport = doc("weight sync: 'auto' (cpu without GPUs, nccl with), 'cpu' (Ray object store into vLLM "
+                               "load_weights), 'nccl' or 'ipc' (vLLM's native weight-transfer API)", "auto")
     bucket_mb: int = doc("CPU transport: tensors are shipped in buckets of about this many MB", 64)
     probe_sequences: int = doc("fixed token sequences whose vLLM and learner logprobs are compared after each sync",
                                4)
@@ -177,16 +203,18 @@ class ResourcesConfig:
                                            factory=dict)
     learner_custom: dict[str, float] = doc("custom Ray resources per learner rank (see rollout_custom)", factory=dict)
     reward_custom: dict[str, float] = doc("custom Ray resources per reward worker (see rollout_custom)", factory=dict)
-    strategy: str = doc("placement group strategy per role: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD", "PACK")
+    strategy: PlacementStrategy = doc("placement group strategy per role: PACK, SPREAD, STRICT_PACK or "
+                                      "STRICT_SPREAD", "PACK")
     placement_timeout_s: float = doc("seconds to wait for resources before failing with what is missing", 60.0)
     call_timeout_s: float = doc("timeout of every Ray call from the driver (a named error when it passes)", 900.0)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    kind: str = doc("which prompts each step trains on: 'uniform' (without replacement), 'mixture' (fixed weights per "
-                    "data_source), 'dump' (UCB over each source's mean |advantage|), 'prioritised' (Kimi: "
-                    "probability 1 - success rate per prompt) or 'staged' (all data, then staged_sources)", "uniform")
+    kind: SamplerKind = doc("which prompts each step trains on: 'uniform' (without replacement), 'mixture' (fixed "
+                            "weights per data_source), 'dump' (UCB over each source's mean |advantage|), "
+                            "'prioritised' (Kimi: probability 1 - success rate per prompt) or 'staged' (all data, "
+                            "then staged_sources)", "uniform")
     mixture_weights: dict[str, float] = doc("mixture: weight per data_source (renormalised; sources not named get 0)",
                                             factory=dict)
     dump_window: int = doc("dump: responses per source in the learnability window (DUMP: 300)", 300)
@@ -211,16 +239,17 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class AllocatorConfig:
-    kind: str = doc("samples per prompt: 'fixed' (rollout.samples_per_prompt each), 'gvm' (GVM: a pre-pass of "
-                    "prepass_samples per prompt measures acceptance p_i and gradient norm G_i, then n_i is "
-                    "proportional to G_i / sqrt(p_i + alpha / p_i^(beta-1)) within the same total) or 'gvm_online' "
-                    "(the same rule on estimates from each prompt's earlier rollouts, no pre-pass)", "fixed")
+    kind: AllocatorKind = doc("samples per prompt: 'fixed' (rollout.samples_per_prompt each), 'gvm' (GVM: a "
+                              "pre-pass of prepass_samples per prompt measures acceptance p_i and gradient norm G_i, "
+                              "then n_i is proportional to G_i / sqrt(p_i + alpha / p_i^(beta-1)) within the same "
+                              "total) or 'gvm_online' (the same rule on estimates from each prompt's earlier "
+                              "rollouts, no pre-pass)", "fixed")
     prepass_samples: int = doc("gvm: rollouts per prompt in the pre-pass (N')", 8)
     accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5)
     alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3)
     beta: float = doc("gvm: regulariser exponent beta (paper: 2.0)", 2.0)
-    grad_norm: str = doc("gvm: G_i from the input-embedding gradient ('embedding', the paper's) or the output head "
-                         "only ('lm_head': one forward, cheaper, not the paper's quantity)", "embedding")
+    grad_norm: GradNorm = doc("gvm: G_i from the input-embedding gradient ('embedding', the paper's) or the output "
+                              "head only ('lm_head': one forward, cheaper, not the paper's quantity)", "embedding")
     prior_a: float = doc("gvm_online: Beta prior successes for a prompt's acceptance rate", 1.0)
     prior_b: float = doc("gvm_online: Beta prior failures for a prompt's acceptance rate", 1.0)
     min_samples: int = doc("gvm_online: fewest samples any prompt gets (2 keeps a group baseline)", 2)
@@ -270,225 +299,42 @@ class RootConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
-_SECTIONS = tuple(f.name for f in dataclasses.fields(RootConfig))
+SECTIONS = tuple(f.name for f in dataclasses.fields(RootConfig))
 
 
 class RecipeError(ValueError):
     """A recipe or override that does not fit the schema; the message names the key path and the file."""
 
 
-def resolve_recipe_path(recipe: str) -> Path:
-    """A recipe argument is a file path, or the name of a shipped recipe ('quickstart')."""
-    path = Path(recipe)
-    if path.is_file():
-        return path
-    shipped = RECIPES_DIR / (recipe if recipe.endswith(".yaml") else f"{recipe}.yaml")
-    if shipped.is_file():
-        return shipped
-    raise RecipeError(f"recipe not found: {recipe!r} (neither a file nor one of {sorted(shipped_recipes())})")
+def reward_name(spec: str) -> str:
+    """The short name of a reward spec, used for metrics (`reward/<name>`), `reward.args.<name>` and components:
+    the built-in or entry-point name as given, else the function name after ':'. Part of the recipe's language
+    (reward.args is keyed by it), so the checks and the plugin loader (rewards/) share this one definition."""
+    return spec.rsplit(":", 1)[-1] if ":" in spec else spec
 
 
-def shipped_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def load_config(recipe: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RootConfig:
-    """Load a recipe (following `defaults:`), apply `key=value` overrides, validate, and freeze."""
-    from omegaconf import OmegaConf
-
-    layers = _recipe_layers(resolve_recipe_path(str(recipe)), seen=())
-    layers += [_override_layer(item) for item in overrides]
-    merged = OmegaConf.structured(RootConfig)
-    for layer, origin in layers:
-        merged = _merge(merged, layer, origin)
-    preset = merged.algorithm.preset
-    if preset:  # the preset sits under every layer, so keys set in the recipe or on the command line win
-        from rlpost.presets import PRESETS
-
-        if preset not in PRESETS:
-            raise RecipeError(f"{recipe}: key 'algorithm.preset' is {preset!r}; allowed: {', '.join(PRESETS)}")
-        merged = _merge(OmegaConf.structured(RootConfig), {"algorithm": PRESETS[preset]}, f"preset {preset!r}")
-        for layer, origin in layers:
-            merged = _merge(merged, layer, origin)
-    _check_required(layers)
-    try:
-        OmegaConf.resolve(merged)
-        config: RootConfig = OmegaConf.to_object(merged)
-    except Exception as err:  # interpolation or missing-value errors carry full_key
-        key = getattr(err, "full_key", None) or "?"
-        raise RecipeError(f"{recipe}: key '{key}': {_first_line(err)}") from None
-    from rlpost.recipe_checks import check_values
-
-    check_values(config, f"{recipe}" + (" with command-line overrides" if overrides else ""))
-    return config
-
-
-def _override_layer(item: str) -> tuple[Any, str]:
-    """One `key=value` override as a config layer and its origin. `key=` is the empty string for str keys (the
-    README's `data.eval_split=` disables eval); for typed keys of other kinds it is an error, not a silent null."""
-    from omegaconf import OmegaConf
-
-    key, equals, value = item.partition("=")
-    if not equals:
-        raise RecipeError(f"command line: override {item!r} is not of the form key=value")
-    if not key.strip():
-        raise RecipeError(f"command line: override {item!r} has no key before '='")
-    if key == "resume":  # the short form users type
-        key, item = "checkpoint.resume", "checkpoint." + item
-    origin = f"command line ({item})"
-    kind = _field_type(key)
-    if value == "" and kind == "str":
-        value = "''"
-    elif value == "" and kind:
-        raise RecipeError(f"{origin}: key '{key}' has no value after '=' (expected {kind}; only str keys take an "
-                          "empty value)")
-    try:
-        return OmegaConf.from_dotlist([f"{key}={value}"]), origin
-    except Exception as err:  # YAML or grammar errors in the value: name the override, never a traceback
-        raise RecipeError(f"{origin}: cannot parse the value {value!r}: {_yaml_problem(err)}") from None
-
-
-def _check_required(layers: list[tuple[Any, str]]) -> None:
-    """A key a recipe sets to `???` (e.g. a base recipe's model.path) must be given by a later recipe or the command
-    line; OmegaConf's merge would otherwise keep the schema default silently."""
-    required: dict[str, str] = {}
-    for layer, origin in layers:
-        given, missing = _leaf_keys(layer)
-        for key in given:
-            required.pop(key, None)
-        required.update(dict.fromkeys(missing, origin))
-    if required:
-        key, origin = next(iter(required.items()))
-        raise RecipeError(f"{origin}: key '{key}' is required ('???') but no later recipe or key=value override "
-                          f"sets it" + (f" (also missing: {sorted(required)[1:]})" if len(required) > 1 else ""))
-
-
-def _leaf_keys(layer: Any, prefix: str = "") -> tuple[list[str], list[str]]:
-    """Dotted keys of the values a layer sets, and of those it marks '???' (nodes only: nothing is resolved)."""
-    from omegaconf import DictConfig
-
-    given: list[str] = []
-    missing: list[str] = []
-    for key in layer.keys() if isinstance(layer, DictConfig) else []:
-        node = layer._get_node(key)
-        if isinstance(node, DictConfig) and not node._is_missing():
-            sub_given, sub_missing = _leaf_keys(node, f"{prefix}{key}.")
-            given += sub_given
-            missing += sub_missing
-        else:
-            (missing if node._is_missing() else given).append(f"{prefix}{key}")
-    return given, missing
-
-
-def _recipe_layers(path: Path, seen: tuple[Path, ...]) -> list[tuple[Any, str]]:
-    """The recipe's `defaults:` files first (depth-first), then the recipe itself."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    path = path.resolve()
-    if path in seen:
-        raise RecipeError(f"{path}: 'defaults' forms a cycle: {' -> '.join(map(str, seen + (path,)))}")
-    try:
-        raw = OmegaConf.load(path)
-    except Exception as err:
-        raise RecipeError(f"{path}: not valid YAML{_yaml_where(path, err)}: {_yaml_problem(err)}") from None
-    if not isinstance(raw, DictConfig):
-        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
-    if not raw:  # an empty file (or only comments, or null) would silently run every schema default
-        raise RecipeError(f"{path}: the recipe is empty; set at least one key (or `defaults: [a recipe]`)")
-    layers: list[tuple[Any, str]] = []
-    parents = raw.pop("defaults", [])
-    if isinstance(parents, str):
-        parents = [parents]
-    if not isinstance(parents, (list, ListConfig)):
-        raise RecipeError(f"{path}: 'defaults' must be a list of recipe files")
-    for parent in parents:
-        parent_path = (path.parent / str(parent))
-        if not parent_path.suffix:
-            parent_path = parent_path.with_suffix(".yaml")
-        if not parent_path.is_file():
-            raise RecipeError(f"{path}: 'defaults' entry {parent!r} not found at {parent_path}")
-        layers += _recipe_layers(parent_path, seen + (path,))
-    layers.append((raw, str(path)))
-    return layers
-
-
-def _merge(base: Any, layer: Any, origin: str) -> Any:
-    """Merge one layer into the schema-typed config, translating OmegaConf errors into RecipeError."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-
-    try:
-        return OmegaConf.merge(base, layer)
-    except ConfigKeyError as err:
-        key = err.full_key or "?"
-        raise RecipeError(f"{origin}: unknown key '{key}'{_suggest(key)}") from None
-    except OmegaConfBaseException as err:
-        plain = OmegaConf.to_container(layer, resolve=False) if isinstance(layer, DictConfig) else layer
-        scalar = [(k, v) for k, v in plain.items() if k in _SECTIONS and not isinstance(v, dict)]
-        if not err.full_key and scalar:  # OmegaConf names no key when a whole section is given a scalar
-            raise RecipeError(f"{origin}: key '{scalar[0][0]}' is a section (a mapping of keys), got "
-                              f"{scalar[0][1]!r}") from None
-        key = err.full_key or "?"
-        expected = _field_type(key)
-        raise RecipeError(f"{origin}: key '{key}': {_first_line(err)}"
-                          + (f" (expected {expected})" if expected else "")) from None
+def leaf_types(section: str) -> dict[str, Any]:
+    """The resolved type of each field of a section ('algorithm' -> {'baseline': Literal['mean', 'rloo'], ...})."""
+    return typing.get_type_hints(typing.get_type_hints(RootConfig)[section])
 
 
 def all_fields() -> list[tuple[str, str, Any, str]]:
-    """(key path, type name, default, doc) for every leaf field, in schema order: the source of CLI help."""
+    """(key path, type name, default, doc) for every leaf field, in schema order: the source of CLI help. A choice
+    shows the type of its values (str, int); the values themselves are in the doc."""
     rows = []
-    for section in dataclasses.fields(RootConfig):
-        for leaf in dataclasses.fields(section.default_factory):
-            default = leaf.default if leaf.default is not dataclasses.MISSING else leaf.default_factory()
-            type_name = leaf.type if isinstance(leaf.type, str) else getattr(leaf.type, "__name__", str(leaf.type))
-            rows.append((f"{section.name}.{leaf.name}", type_name, default, leaf.metadata.get("doc", "")))
+    for section, section_type in typing.get_type_hints(RootConfig).items():
+        types = typing.get_type_hints(section_type)
+        for leaf in dataclasses.fields(section_type):
+            default = leaf.default_factory() if callable(leaf.default_factory) else leaf.default
+            if is_choice(types[leaf.name]):
+                type_name = type(values_of(types[leaf.name])[0]).__name__
+            else:
+                type_name = leaf.type if isinstance(leaf.type, str) else getattr(leaf.type, "__name__", str(leaf.type))
+            rows.append((f"{section}.{leaf.name}", type_name, default, leaf.metadata.get("doc", "")))
     return rows
 
 
-def _field_type(key: str) -> str:
-    return next((t for k, t, _, _ in all_fields() if k == key), "")
-
-
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, [k for k, *_ in all_fields()], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _yaml_problem(err: Exception) -> str:
-    """What PyYAML says went wrong, context first ("while parsing a flow sequence: did not find expected ','"),
-    without the marks, which `_yaml_where` gives; other errors' first line."""
-    import yaml
-
-    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
-        return f"{err.context}: {err.problem}" if err.context else err.problem
-    return _first_line(err)
-
-
-def _yaml_where(path: Path, err: Exception) -> str:
-    """' at line L, column C' of a YAML error in `path`, plus the hints its line calls for (tab, unquoted ???)."""
-    import yaml
-
-    mark = getattr(err, "problem_mark", None) if isinstance(err, yaml.MarkedYAMLError) else None
-    if mark is None:
-        return ""
-    lines = path.read_text(errors="replace").splitlines()
-    text = lines[mark.line] if mark.line < len(lines) else ""
-    hint = ""
-    if text[mark.column:mark.column + 1] == "\t" or (not text.strip() and "\t" in text):
-        hint = " (a tab: YAML indents with spaces)"
-    elif "???" in text:
-        hint = " (in {...} flow style write '???' in quotes)"
-    context = getattr(err, "context_mark", None)
-    context_line = f", in the block from line {context.line + 1}" if context and context.line != mark.line else ""
-    return f" at line {mark.line + 1}, column {mark.column + 1}{context_line}{hint}"
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def to_yaml(config: RootConfig) -> str:
-    """The resolved config as YAML, saved in every run directory."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+def choice_fields() -> dict[str, tuple[Any, ...]]:
+    """Every choice-typed leaf as 'section.key': its allowed values, in schema order (recipe_checks.CHOICES)."""
+    return {f"{section}.{name}": values_of(kind) for section in SECTIONS
+            for name, kind in leaf_types(section).items() if is_choice(kind)}

@@ -9,6 +9,9 @@ is the same code path. Per token, with ratio ρ = π/π_old (or GSPO's sequence 
     pg *= truncated importance weight  min(π_old/π_vllm, cap)        (token or sequence level; optional;
                                                                      a NaN π_vllm token gets weight 1, as in TRL)
     loss_t = pg + β·KL_k(π, π_ref) - entropy_coef·H(π)
+
+The accepted modes (aggregations, KL estimators, ratio and TIS levels) are the recipe's choice types
+(rlpost/choices.py); this module imports nothing of the config package.
 """
 
 from __future__ import annotations
@@ -17,24 +20,30 @@ from dataclasses import dataclass
 
 import torch
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-RATIO_LEVELS = ("token", "sequence")
-TIS_LEVELS = ("none", "token", "sequence")
+from rlpost.choices import KlEstimator, LossAggregation, RatioLevel, TisLevel, values_of
+
+AGGREGATIONS = values_of(LossAggregation)
+KL_ESTIMATORS = values_of(KlEstimator)
+RATIO_LEVELS = values_of(RatioLevel)
+TIS_LEVELS = values_of(TisLevel)
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """Everything the learner needs to know about the objective; it knows nothing else about the algorithm."""
+    """Everything the learner needs to know about the objective; it knows nothing else about the algorithm.
+
+    Each field is the algorithm config's field of the same name (the driver copies them by name), documented there.
+    The defaults, for tests and benchmarks that build a spec by hand, equal the schema's; a unit test keeps them so.
+    """
 
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     dual_clip_c: float = 0.0  # 0 disables; otherwise > 1 (verl: 3.0)
-    ratio_level: str = "token"  # 'sequence' = GSPO
+    ratio_level: RatioLevel = "token"  # 'sequence' = GSPO
     kl_coef: float = 0.0  # in the loss; 0 means no reference model anywhere
-    kl_estimator: str = "k3"
+    kl_estimator: KlEstimator = "k3"
     entropy_coef: float = 0.0
-    tis_level: str = "none"  # truncated importance sampling for the vLLM-vs-learner mismatch
+    tis_level: TisLevel = "none"  # truncated importance sampling for the vLLM-vs-learner mismatch
     tis_cap: float = 2.0
     updates_per_batch: int = 1  # mini-batches per epoch (optimizer steps per epoch)
     epochs: int = 1
@@ -83,7 +92,7 @@ def _sequence_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tens
 
 
 def importance_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
-                       level: str, cap: float) -> torch.Tensor:
+                       level: TisLevel, cap: float) -> torch.Tensor:
     """Truncated importance weights min(π_old/π_vllm, cap), per token or per sequence (product over its tokens).
 
     A token whose rollout logprob is NaN (vLLM could not score it) gets log-weight 0, so weight 1 and no correction,

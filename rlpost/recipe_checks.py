@@ -1,5 +1,9 @@
 """Checks of a loaded recipe's values beyond their types: allowed choices, ranges, and keys that only make sense
-together. Every failure is a RecipeError naming the key path and the recipe (or the command line)."""
+together. Every failure is a RecipeError naming the key path and the recipe (or the command line).
+
+The choices come from the schema's `Literal` field types (rlpost/choices.py), never from a list kept here. Imports
+the schema only: the loader (rlpost/recipes.py) calls these checks, and nothing here imports the loader or the
+reward plugins."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rlpost.config import RecipeError, RewardConfig, RootConfig
+from rlpost.choices import OnErrorPolicy, values_of
+from rlpost.config import RecipeError, RewardConfig, RootConfig, choice_fields, reward_name
 
 if TYPE_CHECKING:
     from rlpost.types import Prompt
@@ -16,29 +21,8 @@ if TYPE_CHECKING:
 DEEPSPEED_OWNED = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps",
                    "managed_gradient_accumulation")
 
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "model.dtype": ("float32", "bfloat16"),
-    "algorithm.preset": ("", "grpo", "dr_grpo", "dapo", "gspo"),
-    "algorithm.baseline": ("mean", "rloo"),
-    "algorithm.advantage_std": ("group", "batch", "none"),
-    "algorithm.singleton_rule": ("raw", "zero", "drop"),
-    "algorithm.loss_aggregation": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"),
-    "algorithm.ratio_level": ("token", "sequence"),
-    "algorithm.kl_estimator": ("k1", "k2", "k3"),
-    "algorithm.tis_level": ("none", "token", "sequence"),
-    "algorithm.dynamic_sampling_metric": ("reward", "accuracy"),
-    "algorithm.on_gen_rounds_exhausted": ("train", "error"),
-    "sampler.kind": ("uniform", "mixture", "dump", "prioritised", "staged"),
-    "allocator.kind": ("fixed", "gvm", "gvm_online"),
-    "allocator.grad_norm": ("embedding", "lm_head"),
-    "learner.zero_stage": (0, 1, 2, 3),
-    "algorithm.advantage_std_ddof": (0, 1),
-    "learner.backend": ("auto", "gloo", "nccl"),
-    "sync.transport": ("auto", "cpu", "nccl", "ipc"),
-    "data.source": ("embedded", "jsonl", "parquet", "hf"),
-    "data.chat_template": ("auto", "none"),
-    "resources.strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
-}
+# Every choice key (typed by a Literal in the schema) and its allowed values, in schema order.
+CHOICES: dict[str, tuple[Any, ...]] = choice_fields()
 
 
 # Upper bounds on counts, lengths and times only keep absurd values (`samples_per_prompt: 1e29`) away from Ray, vLLM
@@ -213,8 +197,6 @@ def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: 
 
 
 def _check_reward(reward: RewardConfig, origin: str) -> None:
-    from rewards import reward_name
-
     if reward.weights and len(reward.weights) != len(reward.functions):
         raise RecipeError(f"{origin}: key 'reward.weights' has {len(reward.weights)} entries for "
                           f"{len(reward.functions)} reward.functions")
@@ -233,11 +215,12 @@ def _check_reward(reward: RewardConfig, origin: str) -> None:
         if not isinstance(value, Mapping):
             raise RecipeError(f"{origin}: key 'reward.args.{name}' must be a mapping of argument: value, "
                               f"got {value!r}")
-    if reward.on_error not in ("raise", "skip"):
+    policies = values_of(OnErrorPolicy)
+    if reward.on_error not in policies:
         try:
             finite = math.isfinite(float(reward.on_error))  # a nan score would poison its group's advantages
         except ValueError:
             finite = False
         if not finite:
-            raise RecipeError(f"{origin}: key 'reward.on_error' is {reward.on_error!r}; allowed: 'raise', 'skip' "
-                              "or a finite number")
+            raise RecipeError(f"{origin}: key 'reward.on_error' is {reward.on_error!r}; allowed: "
+                              f"{', '.join(map(repr, policies))} or a finite number")

@@ -92,7 +92,7 @@ def test_help_lists_documented_keys():
 def test_validate_passes_on_every_shipped_recipe(capsys):
     """Recipes needing GPUs or labelled nodes are checked offline (schema and plugins); the rest fully."""
     from rlpost.app.cli import main
-    from rlpost.config import load_config, shipped_recipes
+    from rlpost.recipes import load_config, shipped_recipes
 
     for name in shipped_recipes():
         res = load_config(name).resources

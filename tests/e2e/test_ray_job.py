@@ -107,7 +107,7 @@ def test_ray_job_stop_checkpoints_the_run(two_node_cluster, tmp_path):
 def test_submit_uploads_no_outputs_or_caches(tmp_path):
     """The command `rlpost submit` runs: excludes, absolute run directory, quoted overrides (no cluster needed)."""
     from rlpost.app.commands import UPLOAD_EXCLUDES, submit_command
-    from rlpost.config import load_config
+    from rlpost.recipes import load_config
 
     overrides = ["reward.functions=[exact_match, my.py:fn]"]
     command = submit_command("quickstart", overrides, load_config("quickstart"), "http://h:8265", "/py", ".",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rlpost import checkpoint as ckpt
-from rlpost.config import load_config, to_yaml
+from rlpost.recipes import load_config, to_yaml
 
 
 class FileLearner:

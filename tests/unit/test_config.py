@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.config import RecipeError, all_fields, load_config, shipped_recipes
+from rlpost.config import RecipeError, all_fields
+from rlpost.recipes import load_config, shipped_recipes
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

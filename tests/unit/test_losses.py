@@ -1,11 +1,14 @@
 """The GRPO-family loss: values against hand computations, every switch, and invariance to how a batch is split."""
 
+import dataclasses
 import math
+import typing
 
 import pytest
 import torch
 
 from rlpost.batching import build_shards, minibatch_bounds, split_micro
+from rlpost.config import AlgorithmConfig
 from rlpost.losses import LossSpec, aggregation_weights, importance_weights, kl_estimate, policy_loss
 from rlpost.types import Group, Prompt, Sample
 
@@ -218,3 +221,16 @@ def test_masked_truncated_completions_get_no_weight_but_count_as_sequences():
 def test_metric_weights_are_a_token_mean_over_the_global_batch():
     shards = build_shards(_groups(1), 3, updates_per_batch=2, aggregation="constant", constant=4.0)
     assert math.isclose(float(sum(s.metric_weights_BT.sum() for s in shards)), 1.0, rel_tol=1e-6)
+
+
+def test_loss_spec_fields_are_algorithm_config_fields_with_the_same_defaults_and_types():
+    """The driver builds a LossSpec by copying AlgorithmConfig fields by name; the defaults kept for hand-built
+    specs must be the schema's."""
+    schema = {f.name: f for f in dataclasses.fields(AlgorithmConfig)}
+    schema_types, spec_types = typing.get_type_hints(AlgorithmConfig), typing.get_type_hints(LossSpec)
+    for field in dataclasses.fields(LossSpec):
+        assert field.name in schema, f"LossSpec.{field.name} is not an algorithm key"
+        assert field.default == schema[field.name].default, f"LossSpec.{field.name} default differs from the schema"
+        assert spec_types[field.name] == schema_types[field.name], f"LossSpec.{field.name} type differs"
+    alg = AlgorithmConfig()
+    assert LossSpec(**{f.name: getattr(alg, f.name) for f in dataclasses.fields(LossSpec)}) == LossSpec()

@@ -4,7 +4,7 @@ names the recipe keys that ask for too much."""
 import pytest
 
 from actors.placement import PlacementError, check_feasible, role_bundles
-from rlpost.config import load_config
+from rlpost.recipes import load_config
 
 NODE = {"CPU": 3.0, "memory": 1e9}
 

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.config import RecipeError, load_config
+from rlpost.config import RecipeError
 from rlpost.loop import loss_spec
 from rlpost.presets import PRESETS, presets_markdown
+from rlpost.recipes import load_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from rlpost.app.cli import main
-from rlpost.config import RecipeError, all_fields, load_config
+from rlpost.config import RecipeError, all_fields
 from rlpost.recipe_checks import CHOICES, ENTRY_RANGES, RANGES, check_against_data, in_interval
+from rlpost.recipes import load_config
 from rlpost.types import Prompt
 
 

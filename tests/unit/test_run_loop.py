@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlpost.config import load_config
+from rlpost.recipes import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_step_done_exit_stops_the_driver_at_the_nth_step():
     import sys
 
     script = (
-        "from rlpost.config import load_config\n"
+        "from rlpost.recipes import load_config\n"
         "from rlpost.app.run import _train_loop\n"
         "from tests.unit.test_run_loop import _Log, _Trainer\n"
         "config = load_config('quickstart', ['run.steps=5', 'run.progress_bar=false', 'checkpoint.every=0'])\n"

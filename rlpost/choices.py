@@ -1,0 +1,51 @@
+"""The closed choices of the recipe schema, one `Literal` type each: the single list of a string (or int) key's
+allowed values.
+
+The schema (rlpost/config.py) types its fields with these, the recipe checks derive their table of choices from
+those fields, and the pure math modules (rlpost/losses.py, rlpost/advantages.py) take the modes they accept from
+here, so a new mode is added in one place. Standard library only: the math modules import it and must stay free of
+the config package. Leaves out keys whose values are open (names, paths) or mixed (reward.on_error also takes a
+number).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal
+
+Dtype = Literal["float32", "bfloat16"]
+DataSource = Literal["embedded", "jsonl", "parquet", "hf"]
+ChatTemplate = Literal["auto", "none"]
+Preset = Literal["", "grpo", "dr_grpo", "dapo", "gspo"]  # '' = no preset; the switches are in rlpost/presets.py
+Baseline = Literal["mean", "rloo"]
+AdvantageStd = Literal["group", "batch", "none"]
+StdDdof = Literal[0, 1]
+SingletonRule = Literal["raw", "zero", "drop"]
+LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"]
+RatioLevel = Literal["token", "sequence"]
+KlEstimator = Literal["k1", "k2", "k3"]
+TisLevel = Literal["none", "token", "sequence"]
+DynamicSamplingMetric = Literal["reward", "accuracy"]
+OnGenRoundsExhausted = Literal["train", "error"]
+SamplerKind = Literal["uniform", "mixture", "dump", "prioritised", "staged"]
+AllocatorKind = Literal["fixed", "gvm", "gvm_online"]
+GradNorm = Literal["embedding", "lm_head"]
+ZeroStage = Literal[0, 1, 2, 3]
+Backend = Literal["auto", "gloo", "nccl"]
+Transport = Literal["auto", "cpu", "nccl", "ipc"]
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+# The named policies of reward.on_error; the key also takes a number (the score failed samples get), so it is
+# typed str in the schema and checked in rlpost/recipe_checks.py.
+OnErrorPolicy = Literal["raise", "skip"]
+
+
+def values_of(choice: Any) -> tuple[Any, ...]:
+    """The allowed values of a choice type, in the order written (e.g. values_of(KlEstimator) == ('k1', 'k2', 'k3'))."""
+    if not is_choice(choice):
+        raise TypeError(f"{choice!r} is not a Literal choice type")
+    return typing.get_args(choice)
+
+
+def is_choice(annotation: Any) -> bool:
+    """Whether a (resolved) type annotation is a closed choice, i.e. a Literal."""
+    return typing.get_origin(annotation) is Literal
