@@ -19,31 +19,36 @@ whether the error rate stops the run. Each result also carries the plugins' heal
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.plugin_process import LOAD_TIMEOUT_S, PluginProcess
+from rlpost.config import RewardConfig, reward_name
 from rlpost.types import RewardRequest, RewardResult
 
 
 @dataclass(frozen=True)
 class RewardSettings:
-    """What a worker needs from the recipe's reward section."""
+    """What a worker needs from the recipe's reward section: the `RewardConfig` fields of the same names, documented
+    there. No defaults: the schema's are the only ones, and code that builds settings by hand (tests, benchmarks)
+    states every value it relies on."""
 
     functions: list[str]
-    weights: list[float] = field(default_factory=list)
-    timeout_s: float = 60.0
-    args: dict[str, dict[str, Any]] = field(default_factory=dict)
-    on_error: str = "raise"  # 'raise', 'skip', or a number
-    max_error_rate: float = 1.0  # isolation of failing samples stops once a chunk passes this rate
-    memory_mb: int = 0
+    weights: list[float]  # empty: all 1.0
+    timeout_s: float
+    args: dict[str, dict[str, Any]]
+    on_error: str  # 'raise', 'skip', or a number
+    max_error_rate: float  # isolation of failing samples stops once a chunk passes this rate
+    memory_mb: int  # 0: no limit
 
     @classmethod
-    def from_config(cls, reward: Any) -> RewardSettings:
-        return cls(list(reward.functions), list(reward.weights), reward.timeout_s,
-                   {k: dict(v) for k, v in dict(reward.args).items()}, str(reward.on_error), reward.max_error_rate,
-                   reward.memory_mb)
+    def from_config(cls, reward: RewardConfig) -> RewardSettings:
+        """The worker's slice of the reward section, copied field by field by name."""
+        values = {f.name: getattr(reward, f.name) for f in dataclasses.fields(cls)}
+        values["args"] = {name: dict(kwargs) for name, kwargs in reward.args.items()}
+        return cls(**values)
 
 
 @dataclass
@@ -63,8 +68,6 @@ class RewardWorker:
     """Owns one child process that has the reward functions loaded (wrapped by `ray.remote` in actors/build.py)."""
 
     def __init__(self, settings: RewardSettings) -> None:
-        from rewards import reward_name
-
         self.settings = settings
         self.names = [reward_name(spec) for spec in settings.functions]
         self.weights = settings.weights or [1.0] * len(settings.functions)

@@ -1,6 +1,7 @@
 """The reward worker and its child process with broken plugins: each failure gives the documented behaviour (retry
 once, isolate the bad samples, then raise / skip / fixed score) and message, and the other samples are scored."""
 
+import dataclasses
 import math
 import textwrap
 import time
@@ -9,6 +10,7 @@ import pytest
 
 from actors.reward import RewardSettings, RewardWorker
 from rewards import RewardPluginError
+from rlpost.config import RewardConfig
 from rlpost.types import RewardRequest
 
 BROKEN = '''
@@ -85,8 +87,22 @@ def _request(completions, group_sizes=None):
                          group_sizes or [])
 
 
+# What these tests rely on unless one sets its own (the schema's defaults differ: on_error 'skip',
+# max_error_rate 0.1, memory_mb 4096, timeout_s 60).
+BASE = {"weights": [], "timeout_s": 20, "args": {}, "on_error": "raise", "max_error_rate": 1.0, "memory_mb": 0}
+
+
 def _worker(functions, **settings):
-    return RewardWorker(RewardSettings(list(functions), timeout_s=settings.pop("timeout_s", 20), **settings))
+    return RewardWorker(RewardSettings(list(functions), **{**BASE, **settings}))
+
+
+def test_settings_are_the_reward_config_slice_without_defaults_of_their_own():
+    fields = dataclasses.fields(RewardSettings)
+    assert all(f.default is f.default_factory is dataclasses.MISSING for f in fields)
+    assert {f.name for f in fields} <= {f.name for f in dataclasses.fields(RewardConfig)}
+    config = RewardConfig(functions=["exact_match", "x.py:fn"], args={"fn": {"k": 1}})
+    settings = RewardSettings.from_config(config)
+    assert all(getattr(settings, f.name) == getattr(config, f.name) for f in fields)
 
 
 def test_good_samples_keep_their_scores_and_bad_ones_are_skipped(plugin):
