@@ -1,9 +1,11 @@
-"""The only place that maps the driver's Protocols (rlpost/types.py) to Ray actors.
+"""All wiring: Ray start-up, placement, the actors, the clients the driver calls and the weight sync between them.
 
-Each client wraps a role's actor handles behind typed methods; every call waits with a timeout and raises a named
-error saying which actor and which phase. A vLLM engine or reward worker that dies is replaced in its placement
-bundle and the call retried; a learner rank that dies ends the call with ActorDiedError (rlpost/app/run.py stops the run
-and names the last checkpoint).
+`start_cluster` gives the driver a `Cluster` whose `workers` implement the Protocols of rlpost/types.py over Ray
+actors; `local_workers` gives `rlpost eval` the same interfaces over in-process objects. Each client wraps a role's
+actor handles behind typed methods; every call waits with a timeout and raises a named error saying which actor and
+which phase (actors/calls.py). A vLLM engine or reward worker that dies is replaced in its placement bundle (a new
+engine rejoins the weight transfer first) and the call retried; a learner rank that dies ends the call with
+ActorDiedError (rlpost/app/run.py stops the run and names the last checkpoint).
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from actors.calls import ActorDiedError, call, replace_dead
 from actors.placement import RolePlacement, place_roles
-from rlpost.config import RootConfig
+from actors.weight_sync import make_weight_sync
+from rlpost.config import RewardConfig, RootConfig
 from rlpost.losses import LossSpec
-from rlpost.types import GenerationRequest, LearnerBatch, RewardRequest, RewardResult, Sample
+from rlpost.types import (
+    GenerationRequest,
+    LearnerBatch,
+    RewardPool,
+    RewardRequest,
+    RewardResult,
+    RolloutEngine,
+    Sample,
+    Workers,
+)
 
 
 class RolloutClient:
@@ -26,9 +38,9 @@ class RolloutClient:
     weight transfer and given the learner's current weights through `rejoin(slot)`, and asked again; `replaced`
     counts it."""
 
-    def __init__(self, handles: list[Any], timeout_s: float, factory: Callable[[int], Any] | None = None) -> None:
-        self.handles, self.timeout_s, self.factory = handles, timeout_s, factory
-        self.rejoin: Callable[[int], Any] | None = None  # the weight sync's, set once it exists (rlpost/app/run.py)
+    def __init__(self, handles: list[Any], timeout_s: float, factory: Callable[[int], Any] | None = None,
+                 rejoin: Callable[[int], Any] | None = None) -> None:
+        self.handles, self.timeout_s, self.factory, self.rejoin = handles, timeout_s, factory, rejoin
         self.replaced = 0
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
@@ -143,56 +155,130 @@ class RewardClient:
 
 
 @dataclass
-class Components:
-    rollout: RolloutClient
-    learner: LearnerClient
-    reward: RewardClient
+class Cluster:
+    """What `start_cluster` built: the driver's workers, and the actor handles and placements behind them."""
+
+    workers: Workers
     rollout_handles: list[Any]
     learner_handles: list[Any]
     placements: dict[str, RolePlacement]
+    transport: str
+
+    @property
+    def rollout(self) -> RolloutClient:
+        return cast(RolloutClient, self.workers.rollout)
+
+    @property
+    def learner(self) -> LearnerClient:
+        return cast(LearnerClient, self.workers.learner)
+
+    @property
+    def reward(self) -> RewardClient:
+        return cast(RewardClient, self.workers.reward)
 
 
-def worst_chunk_s(reward: Any) -> float:
+def worst_chunk_s(reward: RewardConfig) -> float:
     """Longest a worker may take over one chunk when every call hangs: each function's call and its retry, the
     one-by-one pass up to the error budget, and a child restart (plugin load) after each timeout."""
     calls = 2 + max(1, math.ceil(reward.max_error_rate * reward.chunk_size))
     return len(reward.functions) * calls * (reward.timeout_s + 30.0)
 
 
-def build_components(config: RootConfig, model_path: str, transport: str) -> Components:
-    """Place and start every actor; the learner group meets at rank 0's address."""
+def resolve_transport(config: RootConfig) -> str:
+    """sync.transport with 'auto' resolved: NCCL when this machine has CUDA and the engines get GPUs, else CPU."""
+    from actors.runtime import has_cuda
+
+    if config.sync.transport != "auto":
+        return config.sync.transport
+    return "nccl" if has_cuda() and config.resources.rollout_gpus > 0 else "cpu"
+
+
+def start_cluster(config: RootConfig, model_path: str) -> Cluster:
+    """Ray (local, or the cluster at resources.address), then every actor and the weight sync."""
+    from actors.placement import init_ray
+    from actors.runtime import actor_env_vars, configure_process_env
+
+    configure_process_env()
+    init_ray(config.resources, config, {"env_vars": actor_env_vars()})
+    return build_workers(config, model_path, resolve_transport(config))
+
+
+def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluster:
+    """Place and start every actor on a running Ray; the learner group meets at rank 0's address, then the weight
+    sync joins the learner ranks to the engines."""
     import ray
 
     from actors.learner import LearnerWorker
-    from actors.reward import RewardSettings, RewardWorker
+    from actors.reward import RewardWorker
     from actors.rollout import RolloutWorker
 
     timeout = config.resources.call_timeout_s
     placements = place_roles(config)
-    rollout_cls = ray.remote(RolloutWorker)
-    learner_cls = ray.remote(LearnerWorker)
+    rollout_cls, learner_cls = ray.remote(RolloutWorker), ray.remote(LearnerWorker)
     reward_cls = ray.remote(RewardWorker)
-
     learners = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
         r, config.learner.world_size, config.model, config.learner, model_path, config.algorithm.kl_coef != 0)
         for r in range(config.learner.world_size)]
+
     def rollout_engine(slot: int) -> Any:
         return rollout_cls.options(**placements["rollout"].options(slot)).remote(
             model_path, config.model, config.rollout, slot, transport)
 
-    rollouts = [rollout_engine(i) for i in range(config.rollout.num_engines)]
-    settings = RewardSettings.from_config(config.reward)
-
     def reward_worker(slot: int) -> Any:
-        return reward_cls.options(**placements["reward"].options(slot)).remote(settings)
+        return reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
 
+    rollouts = [rollout_engine(i) for i in range(config.rollout.num_engines)]
     rewards = [reward_worker(i) for i in range(config.reward.num_workers)]
-
     addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
-    return Components(RolloutClient(rollouts, timeout, rollout_engine), LearnerClient(learners, timeout),
-                      RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward),
-                                   reward_worker),
-                      rollouts, learners, placements)
+    sync = make_weight_sync(transport, learners, rollouts, config.sync.bucket_mb, timeout)
+    workers = Workers(
+        rollout=RolloutClient(rollouts, timeout, rollout_engine, rejoin=sync.rejoin),
+        learner=LearnerClient(learners, timeout),
+        reward=RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward), reward_worker),
+        weight_sync=sync)
+    return Cluster(workers, rollouts, learners, placements, transport)
+
+
+class LocalEngine:
+    """One in-process vLLM engine behind the `RolloutEngine` interface (`rlpost eval`)."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        return cast(list[list[Sample]], self.worker.generate(requests))
+
+    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
+        return [self.worker.sequence_logprobs(sequences)]
+
+
+class LocalRewardPool:
+    """One in-process reward worker (its plugins still run in its child process), fed whole-group chunks."""
+
+    def __init__(self, worker: Any, chunk_size: int) -> None:
+        self.worker, self.chunk_size = worker, chunk_size
+
+    def score(self, request: RewardRequest) -> RewardResult:
+        result = RewardResult(rewards=[], components={})
+        for lo, hi in request.chunks(self.chunk_size):
+            result.extend(self.worker.score(request.slice(lo, hi)))
+        return result
+
+
+def local_engines(config: RootConfig, model_path: str) -> tuple[RolloutEngine, RewardPool]:
+    """A vLLM engine and a reward worker in this process, without Ray (no learner, no weight sync)."""
+    from actors.reward import RewardWorker
+    from actors.rollout import RolloutWorker
+
+    return (LocalEngine(RolloutWorker(model_path, config.model, config.rollout, 0)),
+            LocalRewardPool(RewardWorker(reward_settings(config.reward)), config.reward.chunk_size))
+
+
+def reward_settings(reward: RewardConfig) -> Any:
+    """The reward worker's settings from the recipe's reward section."""
+    from actors.reward import RewardSettings
+
+    return RewardSettings.from_config(reward)

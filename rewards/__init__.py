@@ -14,9 +14,11 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from math import isfinite  # not `import math`: the submodule rewards.math would shadow it here
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from rewards.protocol import HEALTH_COUNTS, RUN_COLUMNS, TRL_ARGS, RewardStyle, completion_text, reward, style_of
+from rlpost.config import reward_name  # the recipe's naming rule, shared with the recipe checks
 
 __all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "REQUIRED_ARGS", "RUN_COLUMNS", "TRL_ARGS", "OutputError",
            "RewardPluginError", "RewardStyle", "call_kwargs", "check_output", "check_signature", "completion_text",
@@ -48,12 +50,6 @@ class RewardPluginError(RuntimeError):
 class OutputError(RewardPluginError):
     """A call's output that breaks the contract as a whole (not a sequence, or the wrong length): its values
     cannot be matched to the completions."""
-
-
-def reward_name(spec: str) -> str:
-    """The short name of a reward spec, used for metrics (`reward/<name>`), `reward.args.<name>` and components:
-    the built-in or entry-point name as given, else the function name after ':'."""
-    return spec.rsplit(":", 1)[-1] if ":" in spec else spec
 
 
 def load_reward(spec: str) -> RewardFn:
@@ -111,7 +107,7 @@ def _callable(spec: str, fn: Any, where: str) -> RewardFn:
     return fn
 
 
-def _load_file(spec: str, path: Path):
+def _load_file(spec: str, path: Path) -> ModuleType:
     if not path.is_file():
         raise RewardPluginError(f"reward plugin {spec!r}: file not found: {path.resolve()}")
     name = f"rlpost_reward_{path.stem}_{abs(hash(str(path.resolve())))}"
@@ -258,7 +254,9 @@ def run_check(spec: str, fn: RewardFn, splits: Mapping[str, Mapping[str, Sequenc
     A ValueError, or any other exception, becomes a RewardPluginError naming the plugin and the split."""
     hook = style_of(fn).check
     notes: list[str] = []
-    for split, columns in ([] if hook is None else splits.items()):
+    if hook is None:
+        return notes
+    for split, columns in splits.items():
         try:
             note = hook(columns, **dict(args or {}))
         except ValueError as err:

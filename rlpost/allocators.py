@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlpost.allocation import gvm_allocation, gvm_continuous, round_preserving_sum, variance_ratio_vs_uniform
+from rlpost.config import AllocatorConfig
 from rlpost.types import Prompt, PromptStats
 
 
@@ -132,8 +133,8 @@ def allocation_metrics(counts: list[int], stats: list[PromptStats] | None, alpha
     return m
 
 
-def make_allocator(config: Any) -> FixedAllocator:
-    cfg, n = config.allocator, config.rollout.samples_per_prompt
+def make_allocator(cfg: AllocatorConfig, n: int) -> FixedAllocator:
+    """The allocator a recipe's `allocator` section asks for, around rollout.samples_per_prompt = `n`."""
     if cfg.kind == "fixed":
         return FixedAllocator(n)
     if cfg.kind == "gvm":

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from rlpost.config import SamplerConfig
 from rlpost.curriculum import LearnabilityWindow, dump_weights, prioritised_probabilities
 from rlpost.types import Group, Prompt
 
@@ -279,9 +280,9 @@ def _weighted_indices(rng: random.Random, weights: Sequence[float], count: int) 
             for _ in range(count)]
 
 
-def make_sampler(config: Any, prompts: list[Prompt], seed: int) -> _Sampler:
-    """The sampler a recipe's `sampler` section asks for (config: RootConfig)."""
-    cfg, batch = config.sampler, config.algorithm.prompts_per_step
+def make_sampler(cfg: SamplerConfig, prompts: list[Prompt], batch: int, seed: int) -> _Sampler:
+    """The sampler a recipe's `sampler` section asks for, drawing `batch` prompts per call
+    (algorithm.prompts_per_step)."""
     if cfg.kind == "uniform":
         return UniformSampler(prompts, batch, seed)
     if cfg.kind == "mixture":

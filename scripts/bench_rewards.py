@@ -53,7 +53,9 @@ def in_process(parts: list[RewardRequest]) -> float:
 
 
 def pooled(parts: list[RewardRequest], workers: int) -> float:
-    pool = [RewardWorker(RewardSettings(["math_accuracy"])) for _ in range(workers)]
+    settings = RewardSettings(["math_accuracy"], weights=[], timeout_s=60.0, args={}, on_error="raise",
+                              max_error_rate=1.0, memory_mb=0)
+    pool = [RewardWorker(settings) for _ in range(workers)]
     for worker in pool:  # warm: the child's first call imports sympy's lazily loaded parts
         worker.score(parts[0])
     start = time.perf_counter()

@@ -12,7 +12,8 @@ import sys
 import textwrap
 from typing import Any
 
-from rlpost.config import RecipeError, all_fields, load_config, shipped_recipes, to_yaml
+from rlpost.config import RecipeError, all_fields
+from rlpost.recipes import load_config, shipped_recipes, to_yaml
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (RecipeError,)
 
@@ -142,13 +143,13 @@ def _options(fn) -> str:
 def _dry_run(config) -> None:
     """`train --dry-run`: the resolved recipe, then everything short of starting actors."""
     print(to_yaml(config), end="")
-    from rlpost.app.run import prepare
+    from rlpost.app.prepare import prepare
 
     setup = prepare(config)
-    for note in setup["notes"]:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
+    for note in setup.notes:  # the reward plugins' check hooks, e.g. which sandbox code_tests uses
         print(f"# {note}")
-    print(f"# ok: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts, "
-          f"model {setup['model_path']}, rewards {list(config.reward.functions)}")
+    print(f"# ok: {len(setup.train)} training prompts, {len(setup.eval)} eval prompts, "
+          f"model {setup.model_path}, rewards {list(config.reward.functions)}")
 
 
 def _presets(markdown: bool) -> str:

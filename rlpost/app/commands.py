@@ -26,9 +26,9 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
     callable, reward.args accepted) only. Otherwise also the data (columns, prompt lengths), the model and tokenizer,
     the plugins' signatures and check hooks against the data, and the resources against the connected Ray cluster
     (resources.address or RAY_ADDRESS) or, with none, this machine. Plugins load in a child process with a time
-    limit (rlpost.app.run.check_reward_plugins), so one that exits or hangs at import is an error naming it.
+    limit (rlpost.app.prepare.check_reward_plugins), so one that exits or hangs at import is an error naming it.
     """
-    from rlpost.app.run import check_reward_plugins, prepare
+    from rlpost.app.prepare import check_reward_plugins, prepare
 
     lines = [f"schema: ok ({len(config.reward.functions)} reward function(s), {config.run.steps} steps)"]
     if offline:
@@ -36,12 +36,12 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
         lines.append(f"reward plugins: importable and callable: {list(config.reward.functions)}")
         return lines
     setup = prepare(config)  # data, tokenizer, plugins checked against the data in a child, sampler sources
-    columns = sorted(setup["train"][0].columns)
-    lines.append(f"data: {len(setup['train'])} training prompts, {len(setup['eval'])} eval prompts; columns "
+    columns = sorted(setup.train[0].columns)
+    lines.append(f"data: {len(setup.train)} training prompts, {len(setup.eval)} eval prompts; columns "
                  f"{columns}")
     lines.append(f"reward plugins: {list(config.reward.functions)} accept those columns")
-    lines += setup["notes"]  # the plugins' check hooks, e.g. which sandbox code_tests will use
-    lines.append(f"model and tokenizer: {setup['model_path']}")
+    lines += setup.notes  # the plugins' check hooks, e.g. which sandbox code_tests will use
+    lines.append(f"model and tokenizer: {setup.model_path}")
     lines.append(resources_line(config))
     return lines
 

@@ -1,9 +1,10 @@
 """`rlpost eval`: a checkpoint on a recipe's held-out data: greedy accuracy and pass@k per data_source.
 
-The same pieces as training, without Ray: a vLLM engine (actors/rollout.py) in this process and a reward worker
-(actors/reward.py) with its child process, scoring with the recipe's reward functions; the first function is the
-accuracy, and a sample counts as solved when it reaches sampler.success_threshold. pass@k uses the unbiased
-estimator over n >= k samples per prompt (Chen et al. 2021): 1 - C(n - c, k) / C(n, k).
+The same pieces as training, without Ray: a vLLM engine and a reward worker (with its child process) in this
+process (actors/build.py `local_engines`), generating and scoring through `Rollouts` with the recipe's reward
+functions; the first function is the accuracy, and a sample counts as solved when it reaches
+sampler.success_threshold. pass@k uses the unbiased estimator over n >= k samples per prompt (Chen et al. 2021):
+1 - C(n - c, k) / C(n, k).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rlpost.config import RootConfig
-from rlpost.types import GenerationRequest, Group, RewardResult
+from rlpost.rollouts import Rollouts
+from rlpost.types import GenerationRequest, Group
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -33,10 +35,8 @@ def evaluate_checkpoint(config: RootConfig, checkpoint: str, ks: list[int], samp
     """Per data_source (and 'mean' over sources): greedy accuracy, mean sampled accuracy and pass@k for each k."""
     from transformers import AutoTokenizer
 
-    from actors.reward import RewardSettings, RewardWorker
-    from actors.rollout import RolloutWorker
+    from actors.build import local_engines
     from rlpost.data import DataError, load_rows, per_source, to_prompts
-    from rlpost.scoring import RewardHealth, apply_result, build_request
 
     split = split or config.data.eval_split or config.data.train_split
     try:
@@ -46,27 +46,21 @@ def evaluate_checkpoint(config: RootConfig, checkpoint: str, ks: list[int], samp
     prompts = per_source(to_prompts(load_rows(config.data, split), config.data, tokenizer, split),
                          config.data.n_eval_per_source)
     n = max([samples, *ks])
-    engine = RolloutWorker(checkpoint, config.model, config.rollout, 0)
-    reward = RewardWorker(RewardSettings.from_config(config.reward))
+    rollouts = Rollouts(config, *local_engines(config, checkpoint))
     run = {"step": 0, "max_new_tokens": config.rollout.max_new_tokens}
-    health = RewardHealth(config.reward.max_error_rate, config.reward.on_error)
-
-    def score(groups: list[Group]) -> list[Group]:
-        request = build_request(groups, run)
-        result = RewardResult(rewards=[], components={})
-        for lo, hi in request.chunks(config.reward.chunk_size):
-            result.extend(reward.score(request.slice(lo, hi)))
-        kept, counts = apply_result(groups, result)
-        health.record(counts, result.first_error, "eval")  # errors are counted and can stop the eval too
-        return kept
-
     greedy = [GenerationRequest(p.uid, p.token_ids, 1, config.run.eval_max_new_tokens, 0.0, 1.0, i)
               for i, p in enumerate(prompts)]
     sampled = [GenerationRequest(p.uid, p.token_ids, n, config.rollout.max_new_tokens, config.rollout.temperature,
                                  config.rollout.top_p, config.rollout.seed + i) for i, p in enumerate(prompts)]
-    greedy_groups = score([Group(p, s) for p, s in zip(prompts, engine.generate(greedy))])
-    sampled_groups = score([Group(p, s) for p, s in zip(prompts, engine.generate(sampled))])
-    threshold = config.sampler.success_threshold
+    # reward errors are counted and can stop the eval too
+    greedy_groups = rollouts.score(rollouts.generate(prompts, greedy), run, "eval")
+    sampled_groups = rollouts.score(rollouts.generate(prompts, sampled), run, "eval")
+    return _table(greedy_groups, sampled_groups, ks, config.sampler.success_threshold)
+
+
+def _table(greedy_groups: list[Group], sampled_groups: list[Group], ks: list[int],
+           threshold: float) -> dict[str, dict[str, float]]:
+    """Per data_source and their mean: greedy accuracy, mean sampled accuracy, pass@k."""
     rows: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for group in greedy_groups:
         rows[group.prompt.data_source]["greedy_acc"].append(group.samples[0].accuracy)

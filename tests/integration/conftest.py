@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlpost.config import load_config
+from rlpost.recipes import load_config
 
 SIGNAL = Path(__file__).parent / "signal_reward.py"
 
@@ -32,11 +32,11 @@ def make_random_model(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """(config, components, tokenizer, train prompts) on a fresh local Ray."""
+    """(config, cluster, tokenizer, train prompts) on a fresh local Ray (actors/build.py `Cluster`)."""
     import ray
     from transformers import AutoTokenizer
 
-    from actors.build import build_components
+    from actors.build import build_workers
     from actors.placement import init_ray
     from actors.runtime import actor_env_vars, configure_process_env
     from rlpost.data import load_rows, to_prompts
@@ -54,7 +54,7 @@ def stack(tmp_path_factory):
         f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
     configure_process_env()
     init_ray(config.resources, config, {"env_vars": actor_env_vars()})
-    parts = build_components(config, str(model), "cpu")
+    parts = build_workers(config, str(model), "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = to_prompts(load_rows(config.data, "train"), config.data, tokenizer, "train")
     yield config, parts, tokenizer, prompts

@@ -21,7 +21,8 @@ def pool():
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    settings = RewardSettings(["code_tests"], timeout_s=60, args={"code_tests": {"timeout_s": 10}}, on_error="raise")
+    settings = RewardSettings(["code_tests"], weights=[], timeout_s=60, args={"code_tests": {"timeout_s": 10}},
+                              on_error="raise", max_error_rate=1.0, memory_mb=0)
 
     def worker(slot: int):
         return ray.remote(RewardWorker).options(num_cpus=0).remote(settings)

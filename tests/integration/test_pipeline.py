@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from actors.weight_sync import make_weight_sync
 from rlpost.loop import Trainer
 from rlpost.sampling import UniformSampler
 from rlpost.types import GenerationRequest, Group
@@ -19,10 +18,8 @@ def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 def _trainer(config, parts, prompts):
-    sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
-    return Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
-                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0), PROBE,
-                   parts.rollout.sequence_logprobs)
+    return Trainer(config, parts.workers, UniformSampler(prompts, config.algorithm.prompts_per_step, 0),
+                   probe_sequences=PROBE)
 
 
 def test_vllm_and_learner_agree_before_training(stack):
@@ -48,7 +45,7 @@ def test_weight_sync_is_real(stack):
     learner_after = parts.learner.sequence_logprobs(PROBE)
     assert _max_diff(learner_after, before) > 1e-2, "the update did not change the learner's weights"
     assert _max_diff(parts.rollout.sequence_logprobs(PROBE)[0], before) < 1e-6, "vLLM changed before any sync"
-    metrics = trainer.weight_sync.sync()
+    metrics = trainer.workers.weight_sync.sync()
     assert metrics["sync/tensors_loaded"] > 0
     vllm_after = parts.rollout.sequence_logprobs(PROBE)[0]
     assert _max_diff(vllm_after, learner_after) < 1e-3

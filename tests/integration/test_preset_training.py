@@ -8,9 +8,8 @@ import math
 
 import pytest
 
-from actors.weight_sync import make_weight_sync
-from rlpost.config import load_config
 from rlpost.loop import Trainer
+from rlpost.recipes import load_config
 from rlpost.sampling import make_sampler
 
 STEPS = 3
@@ -23,10 +22,9 @@ def _trainer(stack, extra: list[str], seed: int = 0) -> Trainer:
         "data.eval_split": "''", "learner.zero_stage": 3, "algorithm.prompts_per_step": 4,
         "rollout.samples_per_prompt": 4, "learner.lr": 1e-3, "rollout.max_new_tokens": 6}.items()]
     config = load_config("quickstart", overrides + extra)
-    sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
-    sync.sync()  # earlier tests on the shared stack may have trained the learner without syncing vLLM
-    return Trainer(config, parts.rollout, parts.learner, parts.reward, sync, make_sampler(config, prompts, seed),
-                   [], None)
+    parts.workers.weight_sync.sync()  # earlier tests on the shared stack may have trained without syncing vLLM
+    return Trainer(config, parts.workers,
+                   make_sampler(config.sampler, prompts, config.algorithm.prompts_per_step, seed))
 
 
 def _run(stack, preset: str, extra: list[str]) -> list[dict[str, float]]:

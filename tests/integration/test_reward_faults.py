@@ -63,11 +63,10 @@ def _pool(config):
 
 
 def _trainer(config, parts, prompts, pool):
-    from actors.weight_sync import make_weight_sync
+    import dataclasses
 
-    sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
-    return Trainer(config, parts.rollout, parts.learner, pool, sync,
-                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0), [], parts.rollout.sequence_logprobs)
+    return Trainer(config, dataclasses.replace(parts.workers, reward=pool),
+                   UniformSampler(prompts, config.algorithm.prompts_per_step, 0))
 
 
 def test_pool_keeps_order_across_workers_and_skips_only_failing_samples(stack, faulty_config):

@@ -3,7 +3,6 @@ given the learner's current weights, and the step completes with vLLM and the le
 
 from __future__ import annotations
 
-from actors.weight_sync import make_weight_sync
 from rlpost.loop import Trainer
 from rlpost.sampling import UniformSampler
 
@@ -14,11 +13,8 @@ def test_a_killed_rollout_engine_is_replaced_and_resynced(stack):
     import ray
 
     config, parts, _, prompts = stack
-    sync = make_weight_sync("cpu", parts.learner_handles, parts.rollout_handles, config.sync.bucket_mb, 300)
-    parts.rollout.rejoin = sync.rejoin
-    trainer = Trainer(config, parts.rollout, parts.learner, parts.reward, sync,
-                      UniformSampler(prompts, config.algorithm.prompts_per_step, 0), PROBE,
-                      parts.rollout.sequence_logprobs)
+    trainer = Trainer(config, parts.workers, UniformSampler(prompts, config.algorithm.prompts_per_step, 0),
+                      probe_sequences=PROBE)
     trainer.step(1)  # the learner moves away from the initial weights a fresh engine would load
     victim = parts.rollout_handles[0]
     ray.kill(victim, no_restart=True)

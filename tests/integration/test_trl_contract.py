@@ -38,9 +38,9 @@ def ray_local():
 
 def _chat_recipe(tmp_path, functions):
     """A recipe on a jsonl file of message-list prompts, with a character tokenizer given a chat template."""
-    from rlpost.config import load_config
     from rlpost.embedded.model import model_config
     from rlpost.embedded.tokenizer import build_tokenizer
+    from rlpost.recipes import load_config
 
     model = tmp_path / "model"
     model_config().save_pretrained(model)
@@ -60,14 +60,14 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
 
     from actors.build import RewardClient
     from actors.reward import RewardSettings, RewardWorker
-    from rlpost.app.run import prepare
+    from rlpost.app.prepare import prepare
     from rlpost.scoring import RewardHealth, apply_result, build_request
     from rlpost.types import Group, Sample
 
     (tmp_path / "form.py").write_text(FORM)
     config = _chat_recipe(tmp_path, [*TRL, f"{tmp_path / 'form.py'}:form"])
     setup = prepare(config)
-    prompts = setup["train"]
+    prompts = setup.train
     assert prompts[0].messages == [{"role": "system", "content": "think first."}, {"role": "user", "content": "0+1=?"}]
     texts = lambda a: [f"<think>\nadd one\n</think>\nSo \\boxed{{{a + 1}}}", f"\\boxed{{{a + 2}}}"]  # noqa: E731
     groups = [Group(p, [Sample(p.uid, [5], [0.0], t, "stop") for t in texts(int(p.answer) - 1)]) for p in prompts]
@@ -87,7 +87,7 @@ def test_trl_rewards_score_chat_data_through_ray_reward_workers(tmp_path, ray_lo
 
 
 def test_chat_and_text_prompts_mixed_are_refused_before_actors(tmp_path):
-    from rlpost.app.run import prepare
+    from rlpost.app.prepare import prepare
     from rlpost.data import DataError
 
     config = _chat_recipe(tmp_path, TRL)

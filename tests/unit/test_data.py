@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from rlpost.config import load_config
 from rlpost.data import DataError, load_rows, to_prompts
 from rlpost.embedded.tokenizer import build_tokenizer
+from rlpost.recipes import load_config
 
 ROWS = [{"question": "1+2=", "solution": "3", "level": "easy"}, {"question": "10+20=", "solution": "30",
                                                                  "level": "hard"}]
@@ -84,7 +84,7 @@ def test_prompts_over_the_limit_are_reported_not_cut():
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tmp_path):
     from transformers import LlamaConfig
 
-    from rlpost.app.run import check_vocabulary
+    from rlpost.app.prepare import check_vocabulary
 
     tokenizer = build_tokenizer()
     LlamaConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path / "ok")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from rlpost.config import load_config
-from rlpost.loop import DynamicSamplingExhausted, Trainer
+from rlpost.collect import DynamicSamplingExhausted
+from rlpost.loop import Trainer
+from rlpost.prepass import rif_filter
+from rlpost.recipes import load_config
 from rlpost.sampling import UniformSampler
-from rlpost.types import Prompt, RewardResult, Sample
+from rlpost.types import Prompt, RewardResult, Sample, Workers
 
 
 class FakeRollout:
@@ -51,14 +53,17 @@ class NoSync:
     def sync(self):
         return {}
 
+    def rejoin(self, slot):
+        return {}
+
 
 def _trainer(overrides):
     config = load_config("quickstart", ["algorithm.prompts_per_step=4", "rollout.samples_per_prompt=4",
                                         "learner.world_size=1", "sync.probe_sequences=0", *overrides])
     prompts = [Prompt(u, f"p{u}", [1, 5], "a", "s") for u in range(64)]
     learner = FakeLearner()
-    trainer = Trainer(config, FakeRollout(), learner, FakeReward(), NoSync(),
-                      UniformSampler(prompts, config.algorithm.prompts_per_step, 0), [], None)
+    trainer = Trainer(config, Workers(FakeRollout(), learner, FakeReward(), NoSync()),
+                      UniformSampler(prompts, config.algorithm.prompts_per_step, 0))
     return trainer, learner
 
 
@@ -121,10 +126,11 @@ def test_length_budget_reaches_reward_functions_and_caps_the_rollout():
     trainer, _ = _trainer(["sampler.budget_initial=8", "sampler.budget_decay=0.5", "sampler.budget_interval=1",
                            "sampler.budget_caps_rollout=true"])
     seen = {}
-    generate, score = trainer.rollout.generate, trainer.reward.score
-    trainer.rollout.generate = lambda requests: seen.setdefault("caps", {r.max_new_tokens for r in requests}) and \
+    rollout, reward = trainer.workers.rollout, trainer.workers.reward
+    generate, score = rollout.generate, reward.score
+    rollout.generate = lambda requests: seen.setdefault("caps", {r.max_new_tokens for r in requests}) and \
         generate(requests)
-    trainer.reward.score = lambda request: seen.setdefault("budget", {request.run["length_budget"]}) and \
+    reward.score = lambda request: seen.setdefault("budget", {request.run["length_budget"]}) and \
         score(request)
     metrics = trainer.step(2)
     assert metrics["curriculum/length_budget"] == 2.0 and seen == {"caps": {2}, "budget": {2.0}}
@@ -133,10 +139,11 @@ def test_length_budget_reaches_reward_functions_and_caps_the_rollout():
 def test_rif_filter_drops_prompts_without_a_successful_rollout():
     trainer, _ = _trainer([])
     prompts = [Prompt(u, f"p{u}", [1, 5], "a", "s" if u < 5 else "t") for u in range(10)]
-    kept, metrics = trainer.rif_filter(prompts, 4, threshold=1.0, chunk=3)
+    run = {"step": 0, "max_new_tokens": 4}
+    kept, metrics = rif_filter(trainer.rollouts, prompts, run, 4, threshold=1.0, chunk=3)
     assert [p.uid for p in kept] == [1, 3, 5, 7, 9]  # FakeReward: only odd uids ever succeed
     assert metrics == {"rif/kept_frac/s": 2 / 5, "rif/kept_frac/t": 3 / 5}
-    kept_all_right, _ = trainer.rif_filter(prompts, 1, threshold=1.0, drop_all_correct=True)
+    kept_all_right, _ = rif_filter(trainer.rollouts, prompts, run, 1, threshold=1.0, drop_all_correct=True)
     assert kept_all_right == []  # one rollout that succeeds is "all correct"
 
 

@@ -77,7 +77,9 @@ def test_entry_point_plugin_runs_in_the_worker_child(tmp_path, monkeypatch):
 
     make_entry_point(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    worker = RewardWorker(RewardSettings(["shout", "exact_match"]))
+    settings = RewardSettings(["shout", "exact_match"], weights=[], timeout_s=60.0, args={}, on_error="raise",
+                              max_error_rate=1.0, memory_mb=0)
+    worker = RewardWorker(settings)
     result = worker.score(RewardRequest(["p", "p"], ["YES", "no"], [[1], [2]], {"answer": ["YES", "yes"]}))
     assert result.components == {"shout": [1.0, 0.0], "exact_match": [1.0, 0.0]} and result.rewards == [2.0, 0.0]
 
@@ -139,7 +141,7 @@ def test_readme_plugin_example_works_as_written(tmp_path):
     import re
     from pathlib import Path
 
-    from rlpost.config import load_config
+    from rlpost.recipes import load_config
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("### Reward plugins"):]

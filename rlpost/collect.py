@@ -1,0 +1,166 @@
+"""The first half of a step, **collect**: sample → allocate → generate → score, as one or more rounds.
+
+A round draws the step's prompts from the sampler, asks the allocator how many completions each gets (GVM's
+pre-pass runs here when the allocator needs one), generates them, scores them and adds the driver-side reward terms
+(DAPO overlong shaping, KL-in-reward). Without dynamic sampling one round is the step. With it (DAPO), rounds repeat
+until `prompts_per_step` groups whose rewards vary are kept, or `max_gen_rounds` is reached. What comes out is a
+`StepBatch`: the kept groups (for the learner) and every scored group (for advantages, the sampler and metrics).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlpost.allocators import allocation_metrics
+from rlpost.config import RootConfig
+from rlpost.metrics import PhaseTimer
+from rlpost.rollouts import PREPASS_ROUND, Rollouts, run_columns, step_budget
+from rlpost.shaping import informative_group, overlong_penalty
+from rlpost.types import Allocator, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
+
+
+class DynamicSamplingExhausted(RuntimeError):
+    """Dynamic sampling hit max_gen_rounds and the recipe asked for an error instead of a smaller batch."""
+
+
+@dataclass
+class StepBatch:
+    """What a step collected: `kept` groups train; `generated` holds every scored group of every round (kept or
+    dropped by dynamic sampling); `completions`/`tokens` count every completion generated, scored or not."""
+
+    step: int
+    budget: float | None          # the length-budget curriculum's B(t), None without one
+    run: dict[str, Any]           # the run columns reward functions saw
+    kept: list[Group] = field(default_factory=list)
+    generated: list[Group] = field(default_factory=list)
+    rounds: int = 0
+    completions: int = 0
+    tokens: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # allocation and pre-pass numbers
+
+
+class Collector:
+    """Runs a step's rounds against the rollout engines, reward workers and (for GVM's gradient norms and the KL
+    penalty) the learner group."""
+
+    def __init__(self, config: RootConfig, rollouts: Rollouts, learner: LearnerGroup, sampler: PromptSampler,
+                 allocator: Allocator) -> None:
+        self.config, self.rollouts, self.learner = config, rollouts, learner
+        self.sampler, self.allocator = sampler, allocator
+
+    def collect(self, step: int, timer: PhaseTimer) -> StepBatch:
+        """Rounds until the step has its groups (one round without dynamic sampling)."""
+        batch = StepBatch(step, step_budget(self.config, step), run_columns(self.config, step))
+        self.round(batch, timer)
+        while not self.enough(batch):
+            self.round(batch, timer)
+        return batch
+
+    def round(self, batch: StepBatch, timer: PhaseTimer) -> None:
+        """One round of phases 1-4, its groups added to the batch."""
+        with timer.phase("sample"):                               # 1. which prompts
+            prompts = self.sampler.next_batch(batch.step)
+        with timer.phase("allocate"):                             # 2. how many samples each
+            counts = self.allocate(prompts, batch)
+            prompts = [p for p, n in zip(prompts, counts) if n > 0]
+            requests = self.rollouts.requests(prompts, batch.step, [n for n in counts if n > 0],
+                                              round_=batch.rounds, budget=batch.budget)
+        with timer.phase("generate"):                             # 3. vLLM completions
+            groups = self.rollouts.generate(prompts, requests)
+            batch.completions += sum(len(g.samples) for g in groups)
+            batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples)
+        with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
+            groups = self.rollouts.score(groups, batch.run, f"step {batch.step}")
+            self.shape_rewards(groups)
+        if self.allocator.learns_from_rollouts:
+            with timer.phase("allocate"):
+                stats = self.acceptance_stats(groups)
+                self.allocator.update([g.prompt for g in groups], stats, [len(g.samples) for g in groups])
+        batch.rounds += 1
+        batch.generated += groups
+        if self.config.algorithm.dynamic_sampling:
+            batch.kept += [g for g in groups if informative_group(self._filter_values(g))]
+        else:
+            batch.kept = groups
+
+    def enough(self, batch: StepBatch) -> bool:
+        """Whether the step stops generating: always after one round without dynamic sampling; with it, once
+        `prompts_per_step` groups are kept (the surplus cut) or after `max_gen_rounds` (a warning or an error)."""
+        alg = self.config.algorithm
+        if not alg.dynamic_sampling:
+            return True
+        if len(batch.kept) >= alg.prompts_per_step:
+            batch.kept = batch.kept[: alg.prompts_per_step]
+            return True
+        if batch.rounds < alg.max_gen_rounds:
+            return False
+        message = (f"dynamic sampling: step {batch.step} kept {len(batch.kept)} of {alg.prompts_per_step} groups "
+                   f"after {batch.rounds} generation rounds ({len(batch.generated)} prompts, "
+                   f"algorithm.max_gen_rounds={alg.max_gen_rounds}); rewards of the rest were all equal")
+        if alg.on_gen_rounds_exhausted == "error":
+            raise DynamicSamplingExhausted(message + ". Raise max_gen_rounds, or set "
+                                           "algorithm.on_gen_rounds_exhausted=train")
+        print(f"[rlpost] warning: {message}; training on the smaller batch", file=sys.stderr, flush=True)
+        return True
+
+    def _filter_values(self, group: Group) -> list[float]:
+        """What must vary for DAPO to keep the group; an accuracy of None (NaN) is left out."""
+        if self.config.algorithm.dynamic_sampling_metric == "accuracy":
+            return [s.accuracy for s in group.samples if not math.isnan(s.accuracy)]
+        return [s.reward for s in group.samples]
+
+    def allocate(self, prompts: list[Prompt], batch: StepBatch) -> list[int]:
+        """Samples per prompt from the allocator; GVM's pre-pass (its rollouts counted apart) runs first."""
+        cfg = self.config.allocator
+        if self.allocator.needs_prepass:
+            requests = self.rollouts.requests(prompts, batch.step, cfg.prepass_samples,
+                                              round_=PREPASS_ROUND + batch.rounds)
+            groups = self.rollouts.generate(prompts, requests)
+            # every group stays, aligned with prompts
+            self.rollouts.score(groups, batch.run, f"step {batch.step} GVM pre-pass")
+            stats: list[PromptStats] | None = self.acceptance_stats(groups)
+            spent = {"prepass/prompts": len(groups), "prepass/completions": len(groups) * cfg.prepass_samples,
+                     "prepass/tokens": sum(len(s.token_ids) for g in groups for s in g.samples)}
+            for key, value in spent.items():
+                batch.metrics[key] = batch.metrics.get(key, 0.0) + float(value)
+        else:
+            stats = self.allocator.estimates(prompts)
+        counts = self.allocator.allocate(prompts, stats)
+        batch.metrics.update(allocation_metrics(counts, stats, cfg.alpha, cfg.beta))
+        return counts
+
+    def acceptance_stats(self, groups: list[Group]) -> list[PromptStats]:
+        """Per group: the accepted fraction (first reward function > allocator.accept_threshold) and the mean
+        gradient norm of its accepted samples, from the learner (0 when none is accepted)."""
+        cfg = self.config.allocator
+        accepted = [[s for s in g.samples if s.accuracy > cfg.accept_threshold] for g in groups]
+        pairs = [(g.prompt, s) for g, acc in zip(groups, accepted) for s in acc]
+        norms = iter(self.learner.grad_norms([p.token_ids + s.token_ids for p, s in pairs],
+                                             [len(p.token_ids) for p, _ in pairs], cfg.grad_norm) if pairs else [])
+        stats = []
+        for group, acc in zip(groups, accepted):
+            values = [next(norms) for _ in acc]
+            stats.append(PromptStats(len(acc) / max(1, len(group.samples)),
+                                     sum(values) / len(values) if values else 0.0))
+        return stats
+
+    def shape_rewards(self, groups: list[Group]) -> None:
+        """Driver-side reward terms: DAPO overlong shaping and the KL penalty (kl_in_reward), kept as components."""
+        alg, cap = self.config.algorithm, self.config.rollout.max_new_tokens
+        samples = [s for g in groups for s in g.samples]
+        if alg.overlong_shaping:
+            buffer = alg.overlong_buffer or max(1, cap // 5)
+            for s in samples:
+                penalty = overlong_penalty(len(s.token_ids), cap, buffer, alg.overlong_penalty)
+                s.reward += penalty
+                s.reward_components["overlong"] = penalty
+        if alg.kl_in_reward and alg.kl_coef:
+            pairs = [(g.prompt, s) for g in groups for s in g.samples]
+            kls = self.learner.reference_kl([p.token_ids + s.token_ids for p, s in pairs],
+                                            [len(p.token_ids) for p, _ in pairs], alg.kl_estimator)
+            for (_, s), kl in zip(pairs, kls):
+                s.reward -= alg.kl_coef * kl
+                s.reward_components["kl_penalty"] = -alg.kl_coef * kl

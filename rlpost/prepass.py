@@ -1,0 +1,49 @@
+"""Passes over the prompts outside a training step: the RIF-RFT filter before training and greedy evaluation.
+
+Both go through `Rollouts` (generate, then score with the reward functions only: no shaping or KL terms), with
+seeds of their own (rlpost/rollouts.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from rlpost.rollouts import EVAL_STEP, RIF_STEP, Rollouts, mean
+from rlpost.types import Prompt
+
+
+def rif_filter(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], k: int, threshold: float,
+               drop_all_correct: bool = False, chunk: int = 256, progress: Callable[[int], None] | None = None,
+               ) -> tuple[list[Prompt], dict[str, float]]:
+    """RIF-RFT's pass before training (reward instance filtering): `k` rollouts per prompt; prompts with no
+    successful rollout (and, when asked, those with only successes) are dropped. Returns the kept prompts and the
+    kept fraction per data_source."""
+    kept: list[Prompt] = []
+    seen: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start: start + chunk]
+        groups = rollouts.generate(part, rollouts.requests(part, RIF_STEP, k, round_=1 + start // chunk))
+        for group in rollouts.score(groups, run, "RIF pre-pass"):
+            wins = sum(s.accuracy >= threshold for s in group.samples)
+            keep = wins > 0 and not (drop_all_correct and wins == len(group.samples))
+            seen[group.prompt.data_source][0] += 1
+            seen[group.prompt.data_source][1] += int(keep)
+            if keep:
+                kept.append(group.prompt)
+        if progress is not None:
+            progress(len(part))
+    return kept, {f"rif/kept_frac/{src}": n_kept / n for src, (n, n_kept) in sorted(seen.items())}
+
+
+def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any]) -> dict[str, float]:
+    """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean. A completion
+    left without a reward is left out of the mean."""
+    groups = rollouts.generate(prompts, rollouts.requests(prompts, EVAL_STEP, 1, greedy=True))
+    by_source: dict[str, list[float]] = defaultdict(list)
+    for group in rollouts.score(groups, run, "evaluation"):
+        by_source[group.prompt.data_source].append(group.samples[0].accuracy)
+    result = {source: mean(v) for source, v in sorted(by_source.items())}
+    result["mean"] = mean(list(result.values()))
+    return result
