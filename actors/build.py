@@ -216,7 +216,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
     placements = place_roles(config)
     rollout_cls, learner_cls = ray.remote(RolloutWorker), ray.remote(LearnerWorker)
     reward_cls = ray.remote(RewardWorker)
-    learners = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
+    learners: list[Any] = [learner_cls.options(**placements["learner"].options(r), name=None).remote(
         r, config.learner.world_size, config.model, config.learner, model_path, config.algorithm.kl_coef != 0)
         for r in range(config.learner.world_size)]
 
@@ -227,7 +227,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
     def reward_worker(slot: int) -> Any:
         return reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
 
-    rollouts = [rollout_engine(i) for i in range(config.rollout.num_engines)]
+    rollouts: list[Any] = [rollout_engine(i) for i in range(config.rollout.num_engines)]
     rewards = [reward_worker(i) for i in range(config.reward.num_workers)]
     addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)

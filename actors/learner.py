@@ -106,11 +106,11 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(self.cfg.seed)
         dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
                                                      trust_remote_code=self.model_cfg.trust_remote_code)
         if use_cuda:
             model = model.cuda()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas),
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=(self.cfg.betas[0], self.cfg.betas[1]),
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
@@ -122,8 +122,9 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         from transformers import AutoModelForCausalLM
 
         dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
-        self.reference = AutoModelForCausalLM.from_pretrained(
-            self.model_path, dtype=dtype, trust_remote_code=self.model_cfg.trust_remote_code).to(self.device)
+        reference: Any = AutoModelForCausalLM.from_pretrained(  # transformers' own annotations reject `.to`
+            self.model_path, dtype=dtype, trust_remote_code=self.model_cfg.trust_remote_code)
+        self.reference = reference.to(self.device)
         self.reference.eval().requires_grad_(False)
 
     def has_reference(self) -> bool:

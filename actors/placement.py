@@ -8,6 +8,7 @@ Leaves out: colocated fractional-GPU groups with sleep/wake (GPU issue).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,7 @@ def init_ray(res: ResourcesConfig, config: RootConfig, runtime_env: dict[str, An
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=int(local_resources(config)["CPU"]), include_dashboard=False,
-             runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+             runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
 def local_resources(config: RootConfig) -> dict[str, float]:

@@ -29,15 +29,15 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
 
 from rewards import RewardPluginError, reward_name
 
 LOAD_TIMEOUT_S = 120.0  # per plugin import, per check, per health read: a slow import on a busy machine fits
 
 
-def _send(stream: BinaryIO, message: Any) -> None:
+def _send(stream: IO[bytes], message: Any) -> None:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(struct.pack("<Q", len(payload)) + payload)
     stream.flush()
@@ -162,7 +162,7 @@ def child_main() -> None:
     os.dup2(2, 1)  # plugin prints go to stderr, never into the protocol stream
     inp = sys.stdin.buffer.fileno()
     plugins: Plugins = []
-    handlers = {"load": _load, "check": _check, "health": _health, "score": _score}
+    handlers: dict[str, Callable[..., Any]] = {"load": _load, "check": _check, "health": _health, "score": _score}
     while True:
         try:
             message = _recv(inp)

@@ -11,7 +11,8 @@ Leaves out: async/continuous streaming of requests, sleep/wake colocation (GPU f
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 from actors.runtime import configure_process_env, has_cuda, injected_fault
 
@@ -33,14 +34,14 @@ class WeightLoadExtension:
 
         count = 0
 
-        def stream():
+        def stream() -> Iterator[tuple[str, Any]]:
             nonlocal count
             for ref in bucket_refs:
                 for name, tensor in ray.get(ref):
                     count += 1
                     yield name, tensor
 
-        self.model_runner.reload_weights(weights_iterator=stream(), is_checkpoint_format=True)  # type: ignore
+        self.model_runner.reload_weights(weights_iterator=stream(), is_checkpoint_format=True)  # type: ignore[attr-defined]  # set by vLLM on the worker it extends
         return count
 
 
@@ -79,7 +80,7 @@ class RolloutWorker:
         injected_fault("rollout.generate")
         from vllm import SamplingParams
 
-        prompts = [{"prompt_token_ids": r.token_ids} for r in requests]
+        prompts: list[Any] = [{"prompt_token_ids": r.token_ids} for r in requests]  # vLLM's TokensPrompt
         params = [SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
                                  logprobs=0 if r.temperature > 0 else None, seed=r.seed) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
@@ -88,8 +89,8 @@ class RolloutWorker:
             samples = []
             for completion in output.outputs:
                 ids = list(completion.token_ids)
-                logprobs = ([step[tok].logprob for tok, step in zip(ids, completion.logprobs)]
-                            if completion.logprobs else [0.0] * len(ids))
+                steps: Any = completion.logprobs  # one {token: Logprob} per sampled token when asked for
+                logprobs = [step[tok].logprob for tok, step in zip(ids, steps)] if steps else [0.0] * len(ids)
                 samples.append(Sample(prompt_uid=request.prompt_uid, token_ids=ids, logprobs=logprobs,
                                       text=completion.text,
                                       finish_reason="stop" if completion.finish_reason == "stop" else "length"))
@@ -101,9 +102,10 @@ class RolloutWorker:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        outputs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
-        return [[step[tok].logprob for tok, step in zip(seq[1:], out.prompt_logprobs[1:])]
-                for seq, out in zip(sequences, outputs)]
+        outputs = self.llm.generate([cast(Any, {"prompt_token_ids": s}) for s in sequences], params, use_tqdm=False)
+        per_sequence: list[Any] = [out.prompt_logprobs for out in outputs]  # None for the first token
+        return [[step[tok].logprob for tok, step in zip(seq[1:], steps[1:])]
+                for seq, steps in zip(sequences, per_sequence)]
 
     def load_weights(self, bucket_refs: list[Any]) -> int:
         """CPU transport: reload the model from object-store buckets, then drop KV cache built with old weights."""

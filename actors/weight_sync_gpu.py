@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from actors.calls import call
@@ -88,7 +89,7 @@ def _zero3_source(module: Any) -> Any:
         def metadata(self) -> list[Any]:
             return [ParamMeta(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for n, p in module.named_parameters()]
 
-        def __iter__(self):
+        def __iter__(self) -> Iterator[tuple[str, Any]]:
             for name, param in module.named_parameters():
                 with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
                     tensor = param.data.clone()  # the gathered storage is freed when the context exits

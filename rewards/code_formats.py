@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,7 @@ def _io_dict(value: dict[str, Any]) -> Suite:
                                   "expected": expected} for args, expected in zip(inputs, outputs)))
 
 
-def _io_records(records: list[dict[str, Any]]) -> Suite:
+def _io_records(records: Sequence[dict[str, Any]]) -> Suite:
     pairs = []
     for i, record in enumerate(records):
         if "input" not in record or "output" not in record:

@@ -101,9 +101,10 @@ def completion_text(completion: Completion) -> str:
     (`[{"type": "text", "text": ...}]`) keeps its text parts."""
     if isinstance(completion, str):
         return completion
-    if not isinstance(completion, Sequence) or not all(isinstance(m, Mapping) for m in completion):
+    messages: object = completion  # checked as a value, not trusted as annotated: plugins hand in anything
+    if not isinstance(messages, Sequence) or not all(isinstance(m, Mapping) for m in messages):
         raise TypeError(f"a completion is a string or a list of messages, got {type(completion).__name__}")
-    return "\n".join(_content_text(m.get("content")) for m in completion if m.get("role", "assistant") == "assistant")
+    return "\n".join(_content_text(m.get("content")) for m in messages if m.get("role", "assistant") == "assistant")
 
 
 def _content_text(content: Any) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def ucb_scores(mu: Sequence[float], counts: Sequence[int], exploration: float = 1.0) -> list[float]:
@@ -73,6 +74,6 @@ class LearnabilityWindow:
     def state_dict(self) -> dict[str, object]:
         return {"values": list(self.values), "count": self.count, "size": self.values.maxlen}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.values = deque((float(v) for v in state["values"]), maxlen=int(state["size"]))  # type: ignore[union-attr]
-        self.count = int(state["count"])  # type: ignore[arg-type]
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.values = deque((float(v) for v in state["values"]), maxlen=int(state["size"]))
+        self.count = int(state["count"])

@@ -42,7 +42,8 @@ class _Sampler:
             groups[prompt.data_source].append(i)
         self.sources = sorted(groups)
         self.by_source = {s: groups[s] for s in self.sources}
-        self._step, self._drawn = None, Counter()
+        self._step: int | None = None
+        self._drawn: Counter[str] = Counter()
 
     def next_batch(self, step: int | None = None) -> list[Prompt]:
         """`batch_size` prompts for `step` (several calls in one step, as dynamic sampling makes, add up)."""
@@ -104,7 +105,7 @@ class UniformSampler(_Sampler):
         return order
 
     def _draw(self, step: int | None) -> list[int]:
-        batch = []
+        batch: list[int] = []
         while len(batch) < self.batch_size:
             if self.position == len(self._order):
                 self.epoch, self.position = self.epoch + 1, 0

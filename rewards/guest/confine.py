@@ -17,7 +17,8 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (see plain.py)
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 DENIED_PREFIXES = ("socket.", "subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
                    "os.forkpty", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.",
@@ -35,14 +36,14 @@ def install_audit_hook(root: str) -> None:
     import _posixsubprocess
     import ctypes  # noqa: F401  loaded before the hook: its use is refused, its import is not
 
-    def denied(*args: Any, **kwargs: Any) -> None:
+    def denied(*args: Any, **kwargs: Any) -> NoReturn:
         raise PermissionError("sandbox: new processes are not allowed")
 
     _posixsubprocess.fork_exec = denied
     sys.addaudithook(_make_hook(os.path.realpath(root)))
 
 
-def _make_hook(root: str):
+def _make_hook(root: str) -> Callable[[str, tuple[Any, ...]], None]:
     realpath, fsdecode, sep, devnull = os.path.realpath, os.fsdecode, os.sep, os.devnull
     denied, path_events, write_flags = DENIED_PREFIXES, PATH_EVENTS, _WRITE_FLAGS
 

@@ -27,6 +27,7 @@ from rewards.guest import plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing import at run time (see plain.py)
+    from collections.abc import Iterator
     from typing import Any
 
 MAX_LINE = 16 * 1024 * 1024
@@ -137,7 +138,7 @@ class Remote:
     def __bool__(self) -> bool:
         return _typed(self._ask("bool"), bool, "bool()")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(_typed(self._ask("iter"), list, "iteration"))
 
     def __str__(self) -> str:

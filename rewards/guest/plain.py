@@ -66,7 +66,9 @@ def _encode(value: Any, ref: Callable[[Any], int] | None, depth: int, budget: li
 
 def _items(value: Any) -> tuple[str | None, list[Any]] | None:
     """(tag, members) of a list, tuple, set or frozenset (subclasses included, read through the base type)."""
-    for base, tag in ((list, None), (tuple, "$tuple"), (frozenset, "$frozenset"), (set, "$set")):
+    bases: tuple[tuple[type[Any], str | None], ...] = (
+        (list, None), (tuple, "$tuple"), (frozenset, "$frozenset"), (set, "$set"))
+    for base, tag in bases:
         if isinstance(value, base):
             return tag, list(base.__iter__(value))
     return None
@@ -74,7 +76,8 @@ def _items(value: Any) -> tuple[str | None, list[Any]] | None:
 
 def _scalar(value: Any) -> Any:
     """Subclasses of bool/int/float/str, bytes, complex and numpy values as plain data; None if none of these."""
-    for base in (int, float, str):
+    bases: tuple[type[Any], ...] = (int, float, str)
+    for base in bases:
         if isinstance(value, base):
             return base.__new__(base, value)
     if isinstance(value, (bytes, bytearray)):

@@ -51,7 +51,8 @@ def _program(code: str) -> None:
         status = 1
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:  # sys.__stdout__ may be None
+                stream.flush()
         except BaseException:
             pass
     os._exit(status)

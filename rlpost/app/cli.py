@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
-from rlpost.config import RecipeError, all_fields
+from rlpost.config import RecipeError, RootConfig, all_fields
 from rlpost.recipes import load_config, shipped_recipes, to_yaml
 
 USAGE_ERRORS: tuple[type[BaseException], ...] = (RecipeError,)
@@ -125,7 +126,7 @@ def rewards_listing(markdown: bool = False) -> str:
                      for n, w, k, d in rows)
 
 
-def _options(fn) -> str:
+def _options(fn: Callable[..., Any]) -> str:
     """A function's reward.args: its keyword parameters with defaults, the contract's and run columns left out."""
     import inspect
 
@@ -140,7 +141,7 @@ def _options(fn) -> str:
                      and p.name not in REQUIRED_ARGS + RUN_COLUMNS + TRL_ARGS)
 
 
-def _dry_run(config) -> None:
+def _dry_run(config: RootConfig) -> None:
     """`train --dry-run`: the resolved recipe, then everything short of starting actors."""
     print(to_yaml(config), end="")
     from rlpost.app.prepare import prepare

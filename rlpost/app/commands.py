@@ -5,6 +5,7 @@ recipe handed to `ray job submit` with an upload that leaves run directories and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -60,7 +61,7 @@ def resources_line(config: RootConfig) -> str:
     if address:
         import ray
 
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         try:
             check_feasible(config)
         finally:

@@ -11,9 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaConfig
 
 BUILD_VERSION = 1  # bump when the build's code changes in a way that changes the weights
 
@@ -44,7 +49,7 @@ class BuildSettings:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def model_config(settings: BuildSettings | None = None):
+def model_config(settings: BuildSettings | None = None) -> LlamaConfig:
     """The tiny Llama architecture (about 1M parameters)."""
     from transformers import LlamaConfig
 
@@ -55,11 +60,12 @@ def model_config(settings: BuildSettings | None = None):
     return LlamaConfig(
         vocab_size=VOCAB_SIZE, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
         num_hidden_layers=s.layers, num_attention_heads=s.hidden_size // 64, num_key_value_heads=s.hidden_size // 64,
-        head_dim=64, max_position_embeddings=128, rope_theta=10000.0, bos_token_id=table[BOS],
-        eos_token_id=table[EOS], pad_token_id=table[PAD], tie_word_embeddings=False)
+        head_dim=64, max_position_embeddings=128, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=table[BOS], eos_token_id=table[EOS], pad_token_id=table[PAD], tie_word_embeddings=False)
 
 
-def _sft_batches(settings: BuildSettings, tokenizer: Any, rows: list[dict[str, str]]):
+def _sft_batches(settings: BuildSettings, tokenizer: Any, rows: list[dict[str, str]]
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Endless seeded batches of (input_ids, attention_mask, labels) with the loss on answer + EOS only."""
     import random
 

@@ -6,6 +6,10 @@ Leaves out: byte fallback and unknown-character recovery; the embedded tasks use
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIALS = [PAD, BOS, EOS]
@@ -22,7 +26,7 @@ def vocab() -> dict[str, int]:
     return table
 
 
-def build_tokenizer():
+def build_tokenizer() -> PreTrainedTokenizerFast:
     """A `PreTrainedTokenizerFast` that splits text into single characters and adds BOS."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
