@@ -1,11 +1,11 @@
 """All wiring: Ray start-up, placement, the actors, the clients the driver calls and the weight sync between them.
 
 `start_cluster` gives the driver a `Cluster` whose `workers` implement the Protocols of rlpost/types.py over Ray
-actors; `local_workers` gives `rlpost eval` the same interfaces over in-process objects. Each client wraps a role's
-actor handles behind typed methods; every call waits with a timeout and raises a named error saying which actor and
-which phase (actors/calls.py). A vLLM engine or reward worker that dies is replaced in its placement bundle (a new
-engine rejoins the weight transfer first) and the call retried; a learner rank that dies ends the call with
-ActorDiedError (rlpost/app/run.py stops the run and names the last checkpoint).
+actors; `local_engines` gives `rlpost eval` the rollout and reward interfaces over in-process objects. Each client
+wraps a role's actor handles behind typed methods; every call waits with a timeout and raises a named error saying
+which actor and which phase (actors/calls.py). A vLLM engine or reward worker that dies is replaced in its placement
+bundle (a new engine rejoins the weight transfer first) and the call retried; a learner rank that dies ends the call
+with ActorDiedError (rlpost/app/run.py stops the run and names the last checkpoint).
 """
 
 from __future__ import annotations
