@@ -9,6 +9,7 @@ import math
 import pytest
 
 from rlpost.loop import Trainer
+from rlpost.prepass import rif_filter
 from rlpost.recipes import load_config
 from rlpost.sampling import make_sampler
 
@@ -69,7 +70,7 @@ def test_dump_sampler_and_rif_filter_through_the_pipeline(stack):
     the advantages of each step while its draws add up to the batch."""
     trainer = _trainer(stack, ["sampler.kind=dump", "sampler.dump_window=16", "sampler.success_threshold=0.5"])
     prompts = stack[3]
-    kept, rif = trainer.rif_filter(prompts, 2, threshold=0.5, chunk=10)
+    kept, rif = rif_filter(trainer.rollouts, prompts, {"step": 0, "max_new_tokens": 6}, 2, threshold=0.5, chunk=10)
     assert set(rif) == {"rif/kept_frac/src0", "rif/kept_frac/src1"} and all(0 <= v <= 1 for v in rif.values())
     assert len(kept) == round(sum(rif.values()) * len(prompts) / 2)
     history = [trainer.step(step) for step in range(1, STEPS + 1)]
@@ -94,8 +95,8 @@ def test_gvm_gradient_norms_under_zero3_match_a_local_model(stack, tmp_path):
     prompts = stack[3][:3]
     sequences = [p.token_ids + [5, 6, 7][: i + 1] for i, p in enumerate(prompts)]
     lens = [len(p.token_ids) for p in prompts]
-    remote = trainer.learner.grad_norms(sequences, lens, "embedding")
-    trainer.learner.save_hf(str(tmp_path / "w"))
+    remote = trainer.workers.learner.grad_norms(sequences, lens, "embedding")
+    trainer.workers.learner.save_hf(str(tmp_path / "w"))
     local_model = AutoModelForCausalLM.from_pretrained(tmp_path / "w", dtype=torch.float32)
     local = embedding_grad_norms(local_model, sequences, lens)
     assert remote == pytest.approx(local, rel=1e-4) and min(remote) > 0
