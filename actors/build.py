@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from actors.calls import ActorDiedError, call, replace_dead
 from actors.placement import RolePlacement, place_roles
@@ -30,6 +30,10 @@ from rlpost.types import (
     Sample,
     Workers,
 )
+
+if TYPE_CHECKING:  # the actor modules import torch, vLLM or DeepSpeed; the driver imports them only when it builds
+    from actors.reward import RewardSettings, RewardWorker
+    from actors.rollout import RolloutWorker
 
 
 class RolloutClient:
@@ -245,11 +249,11 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
 class LocalEngine:
     """One in-process vLLM engine behind the `RolloutEngine` interface (`rlpost eval`)."""
 
-    def __init__(self, worker: Any) -> None:
+    def __init__(self, worker: RolloutWorker) -> None:
         self.worker = worker
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
-        return cast(list[list[Sample]], self.worker.generate(requests))
+        return self.worker.generate(requests)
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
         return [self.worker.sequence_logprobs(sequences)]
@@ -258,7 +262,7 @@ class LocalEngine:
 class LocalRewardPool:
     """One in-process reward worker (its plugins still run in its child process), fed whole-group chunks."""
 
-    def __init__(self, worker: Any, chunk_size: int) -> None:
+    def __init__(self, worker: RewardWorker, chunk_size: int) -> None:
         self.worker, self.chunk_size = worker, chunk_size
 
     def score(self, request: RewardRequest) -> RewardResult:
@@ -277,7 +281,7 @@ def local_engines(config: RootConfig, model_path: str) -> tuple[RolloutEngine, R
             LocalRewardPool(RewardWorker(reward_settings(config.reward)), config.reward.chunk_size))
 
 
-def reward_settings(reward: RewardConfig) -> Any:
+def reward_settings(reward: RewardConfig) -> RewardSettings:
     """The reward worker's settings from the recipe's reward section."""
     from actors.reward import RewardSettings
 

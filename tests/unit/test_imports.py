@@ -5,8 +5,9 @@ import sys
 
 
 def test_rlpost_and_rewards_import_without_heavy_dependencies():
-    code = ("import sys, rlpost.app.cli, rlpost.loop, rlpost.app.run, rlpost.config, rlpost.advantages, rewards, "
-            "rewards.synthetic, rewards.math; "
+    code = ("import sys, rlpost.app.cli, rlpost.app.run, rlpost.app.prepare, rlpost.app.commands, rlpost.app.evaluate, "
+            "rlpost.loop, rlpost.collect, rlpost.rollouts, rlpost.prepass, rlpost.config, rlpost.recipes, "
+            "rlpost.advantages, rewards, rewards.synthetic, rewards.math; "
             "heavy = [m for m in ('ray', 'vllm', 'deepspeed') if m in sys.modules]; "
             "assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
