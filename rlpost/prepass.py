@@ -17,7 +17,7 @@ from rlpost.types import Prompt
 def rif_filter(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], k: int, threshold: float,
                drop_all_correct: bool = False, chunk: int = 256, progress: Callable[[int], None] | None = None,
                ) -> tuple[list[Prompt], dict[str, float]]:
-    """RIF-RFT's pass before training (reward instance filtering): `k` rollouts per prompt; prompts with no
+    """RIF-RFT's pass before training (rollout-based instance filtering): `k` rollouts per prompt; prompts with no
     successful rollout (and, when asked, those with only successes) are dropped. Returns the kept prompts and the
     kept fraction per data_source."""
     kept: list[Prompt] = []
