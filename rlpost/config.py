@@ -2,7 +2,8 @@
 
 Every field is documented once, here, in the comment string beside it; `rlpost train --help-config` and the README
 table are generated from these (`all_fields`). Defaults live only in this file; a closed choice is typed by its
-`Literal` from rlpost/choices.py, the one list of its values. Loading a recipe (inheritance, presets, overrides,
+`Literal` from rlpost/choices.py, the one list of its values, and a number's allowed interval is given to `doc` as
+`range=` (`entries=` for each number of a list or mapping). Loading a recipe (inheritance, presets, overrides,
 errors that name key and file) is in rlpost/recipes.py; checks of values beyond the types are in
 rlpost/recipe_checks.py. This module imports neither, nor OmegaConf. Leaves out: the GPU colocation knobs (later
 issues add them as fields here).
@@ -41,12 +42,34 @@ from rlpost.choices import (
     values_of,
 )
 
+# Upper bounds on counts, lengths and times only keep absurd values (`samples_per_prompt: 1e29`) away from Ray, vLLM
+# and the OS; they sit far above any run rlpost can do, so raise one if a real run needs it.
+MAX_STEPS = 10_000_000
+MAX_ACTORS = 4096  # actors of one role, or GPUs of one vLLM engine
+MAX_COUNT = 1_000_000  # prompts, samples, sequences, rounds
+MAX_TOKENS = 10_000_000
+MAX_SECONDS = 10_000_000  # about 115 days; Python's own timeouts overflow near 9.2e9 s
+MAX_SEED = 2**32 - 1  # numpy's limit; torch and vLLM take it too
+MAX_RESOURCE = 1_000_000  # Ray CPUs, GPUs or custom resources per actor; MiB of a buffer or memory limit
+MAX_SAMPLES_PER_STEP = 10_000_000  # prompts_per_step x samples_per_prompt: a bound on memory, not on taste
 
-def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field carrying its one-line documentation in metadata."""
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING, *,
+        range: str | None = None, entries: str | None = None) -> Any:
+    """A dataclass field carrying its one-line documentation, and for numbers its allowed interval, in metadata.
+
+    Every int and float field gives `range`, its interval ("[lo, hi]"; "(" and ")" leave a bound out, "inf" is no
+    bound); a list or mapping of numbers gives `entries`, the interval of each entry. Floats must be finite too: nan
+    and inf are refused everywhere. rlpost/recipe_checks.py checks them; a test fails for a numeric field without
+    one."""
+    metadata = {"doc": text}
+    if range is not None:
+        metadata["range"] = range
+    if entries is not None:
+        metadata["entries"] = entries
     if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"doc": text})
-    return field(default=default, metadata={"doc": text})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -76,25 +99,29 @@ class DataConfig:
                                       "(and always for prompts given as message lists); 'none': tokenize the text "
                                       "as is", "auto")
     system_prompt: str = doc("system message put before each prompt when a chat template is applied", "")
-    n_train_per_source: int = doc("embedded suite: training prompts generated per distribution", 2000)
-    n_eval_per_source: int = doc("embedded suite / eval: held-out prompts per distribution (0 = all)", 200)
-    max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48)
-    seed: int = doc("seed of the embedded generator and of prompt shuffling", 0)
+    n_train_per_source: int = doc("embedded suite: training prompts generated per distribution", 2000,
+                                  range=f"[1, {MAX_COUNT}]")
+    n_eval_per_source: int = doc("embedded suite / eval: held-out prompts per distribution (0 = all)", 200,
+                                 range=f"[0, {MAX_COUNT}]")
+    max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48,
+                                 range=f"[1, {MAX_TOKENS}]")
+    seed: int = doc("seed of the embedded generator and of prompt shuffling", 0, range=f"[0, {MAX_SEED}]")
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    num_engines: int = doc("number of vLLM rollout actors", 1)
-    samples_per_prompt: int = doc("G: completions sampled per prompt (the group size)", 8)
-    temperature: float = doc("sampling temperature for training rollouts", 1.0)
-    top_p: float = doc("nucleus sampling for training rollouts", 1.0)
-    max_new_tokens: int = doc("maximum completion length in tokens", 12)
-    max_model_len: int = doc("vLLM context length (prompt + completion)", 64)
-    cpu_kv_cache_gib: int = doc("VLLM_CPU_KVCACHE_SPACE on CPU machines", 1)
-    gpu_memory_utilization: float = doc("vLLM gpu_memory_utilization on GPU machines", 0.5)
-    tensor_parallel_size: int = doc("vLLM tensor parallel size per engine (GPU only)", 1)
+    num_engines: int = doc("number of vLLM rollout actors", 1, range=f"[1, {MAX_ACTORS}]")
+    samples_per_prompt: int = doc("G: completions sampled per prompt (the group size)", 8, range=f"[1, {MAX_COUNT}]")
+    temperature: float = doc("sampling temperature for training rollouts", 1.0, range="(0, inf)")
+    top_p: float = doc("nucleus sampling for training rollouts", 1.0, range="(0, 1]")
+    max_new_tokens: int = doc("maximum completion length in tokens", 12, range=f"[1, {MAX_TOKENS}]")
+    max_model_len: int = doc("vLLM context length (prompt + completion)", 64, range=f"[2, {MAX_TOKENS}]")
+    cpu_kv_cache_gib: int = doc("VLLM_CPU_KVCACHE_SPACE on CPU machines", 1,
+                                range="[1, 65536]")  # vLLM reads 0 as a KV cache of 0 bytes
+    gpu_memory_utilization: float = doc("vLLM gpu_memory_utilization on GPU machines", 0.5, range="(0, 1]")
+    tensor_parallel_size: int = doc("vLLM tensor parallel size per engine (GPU only)", 1, range=f"[1, {MAX_ACTORS}]")
     enforce_eager: bool = doc("disable CUDA graphs / compilation in vLLM (faster start for small runs)", True)
-    seed: int = doc("base seed of vLLM sampling; each step offsets it", 0)
+    seed: int = doc("base seed of vLLM sampling; each step offsets it", 0, range=f"[0, {MAX_SEED}]")
 
 
 @dataclass(frozen=True)
@@ -102,79 +129,92 @@ class RewardConfig:
     functions: list[str] = doc("reward functions, summed with weights: built-in names, installed 'rlpost.rewards' "
                                "entry points, 'pkg.module:fn' or 'path/file.py:fn'; the first is the accuracy",
                                factory=lambda: ["exact_match"])
-    weights: list[float] = doc("one weight per function; empty means all 1.0", factory=list)
+    weights: list[float] = doc("one weight per function; empty means all 1.0", factory=list, entries="(-inf, inf)")
     args: dict[str, Any] = doc("keyword arguments per function, by its name (the built-in name or the part after "
                                "':'), e.g. reward.args.boxed_math.mode=independent", factory=dict)
-    num_workers: int = doc("reward worker actors (each runs calls in its own child process)", 1)
-    chunk_size: int = doc("completions per reward-worker call (whole prompt groups; at least one group)", 64)
+    num_workers: int = doc("reward worker actors (each runs calls in its own child process)", 1,
+                           range=f"[1, {MAX_ACTORS}]")
+    chunk_size: int = doc("completions per reward-worker call (whole prompt groups; at least one group)", 64,
+                          range=f"[1, {MAX_COUNT}]")
     timeout_s: float = doc("timeout of one reward function call; a hung call is killed, retried once, then scored "
-                           "by on_error", 60.0)
-    memory_mb: int = doc("memory limit of each reward child process in MiB (RLIMIT_DATA; 0 = none)", 4096)
+                           "by on_error", 60.0, range=f"(0, {MAX_SECONDS}]")
+    memory_mb: int = doc("memory limit of each reward child process in MiB (RLIMIT_DATA; 0 = none)", 4096,
+                         range=f"[0, {MAX_RESOURCE}]")
     on_error: str = doc("what a call that fails twice (raises, hangs, crashes, bad output) gives its samples: "
                         "'raise' (stop with the plugin's traceback), 'skip' (leave them out of training) or a "
                         "number (that function's score); failures are always counted", "skip")
     max_error_rate: float = doc("stop the run when a scoring pass has more than this fraction of completions that "
-                                "failed even after the retry", 0.1)
+                                "failed even after the retry", 0.1, range="[0, 1]")
 
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
     preset: Preset = doc("named set of the switches below ('grpo', 'dr_grpo', 'dapo', 'gspo'; empty = none): applied "
                          "under the recipe, so keys the recipe or command line set win", "")
-    prompts_per_step: int = doc("B: prompts per training step (groups kept, with dynamic sampling)", 32)
+    prompts_per_step: int = doc("B: prompts per training step (groups kept, with dynamic sampling)", 32,
+                                range=f"[1, {MAX_COUNT}]")
     baseline: Baseline = doc("advantage baseline: 'mean' of the group (GRPO) or 'rloo' (mean of the other samples)",
                              "mean")
     advantage_std: AdvantageStd = doc("divide centred rewards by the std of the 'group' (GRPO), of the 'batch' (TRL "
                                       "scale_rewards=batch) or 'none' (Dr. GRPO)", "group")
     advantage_std_ddof: StdDdof = doc("degrees of freedom of the std: 1 = unbiased (verl, TRL), 0 = population", 1)
-    advantage_eps: float = doc("added to the std before dividing", 1e-6)
+    advantage_eps: float = doc("added to the std before dividing", 1e-6, range="[0, inf)")
     singleton_rule: SingletonRule = doc("advantage of a group with one sample: 'raw' (its reward, as verl), 'zero', "
                                         "or 'drop' the group", "raw")
     loss_aggregation: LossAggregation = doc("how per-token losses are combined over a mini-batch: 'token-mean' "
                                             "(DAPO), 'seq-mean-token-mean' (original GRPO), 'seq-mean-token-sum', "
                                             "'constant' (Dr. GRPO: sum / (sequences * loss_constant))", "token-mean")
-    loss_constant: int = doc("normaliser of the 'constant' aggregation (0 = rollout.max_new_tokens)", 0)
-    clip_eps_low: float = doc("PPO clip: ratio lower bound is 1 - clip_eps_low", 0.2)
-    clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high (DAPO clip-higher: 0.28)", 0.2)
-    dual_clip_c: float = doc("dual clip for negative advantages: loss capped at c*|A| (verl: 3.0); 0 disables", 0.0)
+    loss_constant: int = doc("normaliser of the 'constant' aggregation (0 = rollout.max_new_tokens)", 0,
+                             range=f"[0, {MAX_TOKENS}]")
+    clip_eps_low: float = doc("PPO clip: ratio lower bound is 1 - clip_eps_low", 0.2, range="[0, 1]")
+    clip_eps_high: float = doc("PPO clip: ratio upper bound is 1 + clip_eps_high (DAPO clip-higher: 0.28)", 0.2,
+                               range="[0, inf)")
+    dual_clip_c: float = doc("dual clip for negative advantages: loss capped at c*|A| (verl: 3.0); 0 disables", 0.0,
+                             range="[0, inf)")
     ratio_level: RatioLevel = doc("importance ratio per 'token' (PPO/GRPO) or per 'sequence' (GSPO: exp of the mean "
                                   "token log-ratio)", "token")
-    kl_coef: float = doc("beta of the KL to the reference (initial) policy; 0 loads no reference model anywhere", 0.0)
+    kl_coef: float = doc("beta of the KL to the reference (initial) policy; 0 loads no reference model anywhere", 0.0,
+                         range="[0, inf)")
     kl_estimator: KlEstimator = doc("KL estimator: 'k1' (log ratio), 'k2' (squared log ratio / 2), 'k3' (GRPO's)", "k3")
     kl_in_reward: bool = doc("subtract beta * (summed KL of the completion) from its reward instead of adding "
                              "beta * KL to the loss", False)
-    entropy_coef: float = doc("entropy bonus: the loss subtracts coef * entropy, aggregated like the loss", 0.0)
-    updates_per_batch: int = doc("mini-batches per epoch, one optimizer step each; >1 makes the clip active", 1)
-    epochs: int = doc("passes over each generated batch (old logprobs come from the learner before the first)", 1)
+    entropy_coef: float = doc("entropy bonus: the loss subtracts coef * entropy, aggregated like the loss", 0.0,
+                              range="[0, inf)")
+    updates_per_batch: int = doc("mini-batches per epoch, one optimizer step each; >1 makes the clip active", 1,
+                                 range=f"[1, {MAX_COUNT}]")
+    epochs: int = doc("passes over each generated batch (old logprobs come from the learner before the first)", 1,
+                      range=f"[1, {MAX_COUNT}]")
     tis_level: TisLevel = doc("truncated importance sampling for the vLLM-vs-learner mismatch: 'none', 'token' or "
                               "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss", "none")
-    tis_cap: float = doc("cap of the truncated importance weight", 2.0)
+    tis_cap: float = doc("cap of the truncated importance weight", 2.0, range="(0, inf)")
     dynamic_sampling: bool = doc("DAPO: drop groups whose dynamic_sampling_metric is all equal and generate more "
                                  "prompts until prompts_per_step groups are kept", False)
     dynamic_sampling_metric: DynamicSamplingMetric = doc("what must vary within a kept group: 'reward' (total) or "
                                                          "'accuracy' (the first reward function)", "reward")
-    max_gen_rounds: int = doc("dynamic sampling: most generation rounds per step (the first included)", 4)
+    max_gen_rounds: int = doc("dynamic sampling: most generation rounds per step (the first included)", 4,
+                              range=f"[1, {MAX_COUNT}]")
     on_gen_rounds_exhausted: OnGenRoundsExhausted = doc("when max_gen_rounds is hit: 'train' on the groups kept so "
                                                         "far (with a warning) or 'error'", "train")
     overlong_shaping: bool = doc("DAPO overlong reward shaping: completions longer than max_new_tokens - "
                                  "overlong_buffer lose up to overlong_penalty at the cap", False)
-    overlong_buffer: int = doc("overlong shaping buffer in tokens (0 = max_new_tokens // 5, DAPO's ratio)", 0)
-    overlong_penalty: float = doc("overlong shaping factor (reward lost at the cap)", 1.0)
+    overlong_buffer: int = doc("overlong shaping buffer in tokens (0 = max_new_tokens // 5, DAPO's ratio)", 0,
+                               range=f"[0, {MAX_TOKENS}]")
+    overlong_penalty: float = doc("overlong shaping factor (reward lost at the cap)", 1.0, range="[0, inf)")
     mask_truncated: bool = doc("completions cut by max_new_tokens get no loss (they still count as sequences)", False)
 
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    world_size: int = doc("DeepSpeed data-parallel ranks (learner actors)", 2)
+    world_size: int = doc("DeepSpeed data-parallel ranks (learner actors)", 2, range=f"[1, {MAX_ACTORS}]")
     zero_stage: ZeroStage = doc("DeepSpeed ZeRO stage 0-3", 1)
-    lr: float = doc("AdamW learning rate (constant)", 1e-4)
-    betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.99])
-    adam_eps: float = doc("AdamW epsilon", 1e-8)
-    weight_decay: float = doc("AdamW weight decay", 0.0)
-    grad_clip: float = doc("global gradient-norm clip (0 disables)", 1.0)
-    micro_batch_size: int = doc("sequences per forward/backward on one rank", 64)
+    lr: float = doc("AdamW learning rate (constant)", 1e-4, range="(0, inf)")
+    betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.99], entries="[0, 1)")
+    adam_eps: float = doc("AdamW epsilon", 1e-8, range="(0, inf)")
+    weight_decay: float = doc("AdamW weight decay", 0.0, range="[0, inf)")
+    grad_clip: float = doc("global gradient-norm clip (0 disables)", 1.0, range="[0, inf)")
+    micro_batch_size: int = doc("sequences per forward/backward on one rank", 64, range=f"[1, {MAX_COUNT}]")
     backend: Backend = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
-    seed: int = doc("torch seed of the learner ranks", 0)
+    seed: int = doc("torch seed of the learner ranks", 0, range=f"[0, {MAX_SEED}]")
     deepspeed: dict[str, Any] = doc("extra DeepSpeed config merged over the generated one (nested keys merge), e.g. "
                                     "{zero_optimization: {offload_optimizer: {device: cpu}}}; batch sizes and "
                                     "accumulation stay rlpost's", factory=dict)
@@ -184,29 +224,35 @@ class LearnerConfig:
 class SyncConfig:
     transport: Transport = doc("weight sync: 'auto' (cpu without GPUs, nccl with), 'cpu' (Ray object store into vLLM "
                                "load_weights), 'nccl' or 'ipc' (vLLM's native weight-transfer API)", "auto")
-    bucket_mb: int = doc("CPU transport: tensors are shipped in buckets of about this many MB", 64)
+    bucket_mb: int = doc("CPU transport: tensors are shipped in buckets of about this many MB", 64,
+                         range=f"[1, {MAX_RESOURCE}]")
     probe_sequences: int = doc("fixed token sequences whose vLLM and learner logprobs are compared after each sync",
-                               4)
+                               4, range=f"[0, {MAX_COUNT}]")
 
 
 @dataclass(frozen=True)
 class ResourcesConfig:
     address: str = doc("Ray address; empty connects to RAY_ADDRESS if set, else starts a local Ray", "")
-    local_num_cpus: int = doc("logical CPUs of a locally started Ray (0 = enough for all actors)", 0)
-    rollout_cpus: float = doc("CPUs per rollout actor", 1.0)
-    rollout_gpus: float = doc("GPUs per rollout actor", 0.0)
-    learner_cpus: float = doc("CPUs per learner rank", 1.0)
-    learner_gpus: float = doc("GPUs per learner rank", 0.0)
-    reward_cpus: float = doc("CPUs per reward worker", 1.0)
+    local_num_cpus: int = doc("logical CPUs of a locally started Ray (0 = enough for all actors)", 0,
+                              range=f"[0, {MAX_RESOURCE}]")
+    rollout_cpus: float = doc("CPUs per rollout actor", 1.0, range=f"[0, {MAX_RESOURCE}]")
+    rollout_gpus: float = doc("GPUs per rollout actor", 0.0, range=f"[0, {MAX_RESOURCE}]")
+    learner_cpus: float = doc("CPUs per learner rank", 1.0, range=f"[0, {MAX_RESOURCE}]")
+    learner_gpus: float = doc("GPUs per learner rank", 0.0, range=f"[0, {MAX_RESOURCE}]")
+    reward_cpus: float = doc("CPUs per reward worker", 1.0, range=f"[0, {MAX_RESOURCE}]")
     rollout_custom: dict[str, float] = doc("custom Ray resources per rollout actor, e.g. a node label given to "
                                            "`ray start --resources` ({rollout_node: 1} puts vLLM on that node)",
-                                           factory=dict)
-    learner_custom: dict[str, float] = doc("custom Ray resources per learner rank (see rollout_custom)", factory=dict)
-    reward_custom: dict[str, float] = doc("custom Ray resources per reward worker (see rollout_custom)", factory=dict)
+                                           factory=dict, entries=f"[0, {MAX_RESOURCE}]")
+    learner_custom: dict[str, float] = doc("custom Ray resources per learner rank (see rollout_custom)", factory=dict,
+                                           entries=f"[0, {MAX_RESOURCE}]")
+    reward_custom: dict[str, float] = doc("custom Ray resources per reward worker (see rollout_custom)", factory=dict,
+                                          entries=f"[0, {MAX_RESOURCE}]")
     strategy: PlacementStrategy = doc("placement group strategy per role: PACK, SPREAD, STRICT_PACK or "
                                       "STRICT_SPREAD", "PACK")
-    placement_timeout_s: float = doc("seconds to wait for resources before failing with what is missing", 60.0)
-    call_timeout_s: float = doc("timeout of every Ray call from the driver (a named error when it passes)", 900.0)
+    placement_timeout_s: float = doc("seconds to wait for resources before failing with what is missing", 60.0,
+                                     range=f"(0, {MAX_SECONDS}]")
+    call_timeout_s: float = doc("timeout of every Ray call from the driver (a named error when it passes)", 900.0,
+                                range=f"(0, {MAX_SECONDS}]")
 
 
 @dataclass(frozen=True)
@@ -216,24 +262,25 @@ class SamplerConfig:
                             "'prioritised' (Kimi: probability 1 - success rate per prompt) or 'staged' (all data, "
                             "then staged_sources)", "uniform")
     mixture_weights: dict[str, float] = doc("mixture: weight per data_source (renormalised; sources not named get 0)",
-                                            factory=dict)
-    dump_window: int = doc("dump: responses per source in the learnability window (DUMP: 300)", 300)
-    dump_exploration: float = doc("dump: UCB exploration weight c (DUMP: 1.0)", 1.0)
-    dump_temperature: float = doc("dump: softmax temperature over UCB scores (DUMP: 0.1)", 0.1)
+                                            factory=dict, entries="[0, inf)")
+    dump_window: int = doc("dump: responses per source in the learnability window (DUMP: 300)", 300,
+                           range=f"[1, {MAX_COUNT}]")
+    dump_exploration: float = doc("dump: UCB exploration weight c (DUMP: 1.0)", 1.0, range="[0, inf)")
+    dump_temperature: float = doc("dump: softmax temperature over UCB scores (DUMP: 0.1)", 0.1, range="(0, inf)")
     success_threshold: float = doc("prioritised and rif_k: a rollout succeeds when the first reward function is at "
-                                   "least this", 1.0)
-    prioritised_initial: float = doc("prioritised: success rate assumed for a prompt not yet seen", 0.0)
+                                   "least this", 1.0, range="(-inf, inf)")
+    prioritised_initial: float = doc("prioritised: success rate assumed for a prompt not yet seen", 0.0, range="[0, 1]")
     staged_sources: list[str] = doc("staged: the data_sources trained on from staged_from_step on", factory=list)
-    staged_from_step: int = doc("staged: first step that samples only staged_sources", 0)
+    staged_from_step: int = doc("staged: first step that samples only staged_sources", 0, range=f"[0, {MAX_STEPS}]")
     rif_k: int = doc("RIF-RFT filter before training: roll out each training prompt rif_k times and drop those with "
-                     "no successful rollout (0 = off)", 0)
+                     "no successful rollout (0 = off)", 0, range=f"[0, {MAX_COUNT}]")
     rif_drop_all_correct: bool = doc("RIF-RFT filter: also drop prompts whose rif_k rollouts all succeed", False)
     budget_initial: float = doc("Train-Long-Think-Short length budget B0 in tokens; reward functions get "
                                 "B(t) = max(budget_min, B0 * budget_decay^floor(t / budget_interval)) as the column "
-                                "'length_budget' (0 = off)", 0.0)
-    budget_decay: float = doc("length budget: decay factor gamma per interval", 0.7)
-    budget_interval: int = doc("length budget: steps between decays (T)", 10)
-    budget_min: float = doc("length budget: floor B_min in tokens", 1.0)
+                                "'length_budget' (0 = off)", 0.0, range=f"[0, {MAX_TOKENS}]")
+    budget_decay: float = doc("length budget: decay factor gamma per interval", 0.7, range="(0, 1]")
+    budget_interval: int = doc("length budget: steps between decays (T)", 10, range=f"[1, {MAX_STEPS}]")
+    budget_min: float = doc("length budget: floor B_min in tokens", 1.0, range=f"[0, {MAX_TOKENS}]")
     budget_caps_rollout: bool = doc("length budget: also cap rollout.max_new_tokens at ceil(B(t))", False)
 
 
@@ -244,39 +291,46 @@ class AllocatorConfig:
                               "then n_i is proportional to G_i / sqrt(p_i + alpha / p_i^(beta-1)) within the same "
                               "total) or 'gvm_online' (the same rule on estimates from each prompt's earlier "
                               "rollouts, no pre-pass)", "fixed")
-    prepass_samples: int = doc("gvm: rollouts per prompt in the pre-pass (N')", 8)
-    accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5)
-    alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3)
-    beta: float = doc("gvm: regulariser exponent beta (paper: 2.0)", 2.0)
+    prepass_samples: int = doc("gvm: rollouts per prompt in the pre-pass (N')", 8, range=f"[1, {MAX_COUNT}]")
+    accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5,
+                                  range="(-inf, inf)")
+    alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3, range="[0, inf)")
+    beta: float = doc("gvm: regulariser exponent beta (paper: 2.0)", 2.0, range="(-inf, inf)")
     grad_norm: GradNorm = doc("gvm: G_i from the input-embedding gradient ('embedding', the paper's) or the output "
                               "head only ('lm_head': one forward, cheaper, not the paper's quantity)", "embedding")
-    prior_a: float = doc("gvm_online: Beta prior successes for a prompt's acceptance rate", 1.0)
-    prior_b: float = doc("gvm_online: Beta prior failures for a prompt's acceptance rate", 1.0)
-    min_samples: int = doc("gvm_online: fewest samples any prompt gets (2 keeps a group baseline)", 2)
+    # A Beta prior: both open at 0, since a prior of 0 and 0 divides 0 by 0.
+    prior_a: float = doc("gvm_online: Beta prior successes for a prompt's acceptance rate", 1.0, range="(0, inf)")
+    prior_b: float = doc("gvm_online: Beta prior failures for a prompt's acceptance rate", 1.0, range="(0, inf)")
+    min_samples: int = doc("gvm_online: fewest samples any prompt gets (2 keeps a group baseline)", 2,
+                           range=f"[0, {MAX_COUNT}]")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
     output_dir: str = doc("parent directory of run directories", "runs")
-    steps: int = doc("training steps", 60)
-    max_train_minutes: float = doc("stop training after this wall time (0 = no limit); the last step finishes", 0.0)
-    eval_every: int = doc("held-out greedy eval every N steps (0 = only before and after training)", 0)
-    eval_max_new_tokens: int = doc("generation cap in held-out eval", 12)
+    steps: int = doc("training steps", 60, range=f"[1, {MAX_STEPS}]")
+    max_train_minutes: float = doc("stop training after this wall time (0 = no limit); the last step finishes", 0.0,
+                                   range="[0, inf)")
+    eval_every: int = doc("held-out greedy eval every N steps (0 = only before and after training)", 0,
+                          range=f"[0, {MAX_STEPS}]")
+    eval_max_new_tokens: int = doc("generation cap in held-out eval", 12, range=f"[1, {MAX_TOKENS}]")
     save_final: bool = doc("write a Hugging Face checkpoint of the final policy into run_dir/final", True)
     tensorboard: bool = doc("write TensorBoard events into run_dir/tb", True)
     progress_bar: bool = doc("show a progress bar while training", True)
-    seed: int = doc("seed of the driver (prompt sampling)", 0)
+    seed: int = doc("seed of the driver (prompt sampling)", 0, range=f"[0, {MAX_SEED}]")
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     every: int = doc("save a checkpoint (learner state with optimizer, driver state, Hugging Face weights) every N "
-                     "steps (0 = never; SIGTERM still saves one)", 0)
-    keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2)
+                     "steps (0 = never; SIGTERM still saves one)", 0, range=f"[0, {MAX_STEPS}]")
+    keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2,
+                         range=f"[1, {MAX_COUNT}]")
     on_sigterm: bool = doc("on SIGTERM, finish the step in flight, save a checkpoint and stop", True)
     stop_grace_s: int = doc("with `rlpost submit`: seconds `ray job stop` waits after its SIGTERM (the step in flight "
-                            "and the checkpoint) before it sends SIGKILL; Ray's own default is 3", 600)
+                            "and the checkpoint) before it sends SIGKILL; Ray's own default is 3", 600,
+                            range=f"[0, {MAX_SECONDS}]")
     resume: str = doc("'auto': continue the newest run directory of run.name under run.output_dir from its newest "
                       "complete checkpoint, or start fresh when there is none; or a run directory or checkpoint "
                       "path (an error when it has no complete checkpoint); '' starts fresh (`resume=auto` works as "
@@ -338,3 +392,11 @@ def choice_fields() -> dict[str, tuple[Any, ...]]:
     """Every choice-typed leaf as 'section.key': its allowed values, in schema order (recipe_checks.CHOICES)."""
     return {f"{section}.{name}": values_of(kind) for section in SECTIONS
             for name, kind in leaf_types(section).items() if is_choice(kind)}
+
+
+def range_fields(kind: typing.Literal["range", "entries"] = "range") -> dict[str, str]:
+    """Every leaf declaring an interval as 'section.key': its interval, in schema order. 'range' gives the numeric
+    keys (recipe_checks.RANGES), 'entries' the lists and mappings of numbers (recipe_checks.ENTRY_RANGES)."""
+    section_types = typing.get_type_hints(RootConfig)
+    return {f"{section}.{leaf.name}": leaf.metadata[kind] for section in SECTIONS
+            for leaf in dataclasses.fields(section_types[section]) if kind in leaf.metadata}

@@ -1,9 +1,9 @@
 """Checks of a loaded recipe's values beyond their types: allowed choices, ranges, and keys that only make sense
 together. Every failure is a RecipeError naming the key path and the recipe (or the command line).
 
-The choices come from the schema's `Literal` field types (rlpost/choices.py), never from a list kept here. Imports
-the schema only: the loader (rlpost/recipes.py) calls these checks, and nothing here imports the loader or the
-reward plugins."""
+The choices come from the schema's `Literal` field types (rlpost/choices.py) and the ranges from each field's
+`doc(..., range=...)` in rlpost/config.py, never from a list kept here. Imports the schema only: the loader
+(rlpost/recipes.py) calls these checks, and nothing here imports the loader or the reward plugins."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlpost.choices import OnErrorPolicy, values_of
-from rlpost.config import RecipeError, RewardConfig, RootConfig, choice_fields, reward_name
+from rlpost.config import (
+    MAX_SAMPLES_PER_STEP,
+    RecipeError,
+    RewardConfig,
+    RootConfig,
+    choice_fields,
+    range_fields,
+    reward_name,
+)
 
 if TYPE_CHECKING:
     from rlpost.types import Prompt
@@ -24,68 +32,11 @@ DEEPSPEED_OWNED = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradie
 # Every choice key (typed by a Literal in the schema) and its allowed values, in schema order.
 CHOICES: dict[str, tuple[Any, ...]] = choice_fields()
 
-
-# Upper bounds on counts, lengths and times only keep absurd values (`samples_per_prompt: 1e29`) away from Ray, vLLM
-# and the OS; they sit far above any run rlpost can do, so raise one if a real run needs it.
-MAX_STEPS = 10_000_000
-MAX_ACTORS = 4096  # actors of one role, or GPUs of one vLLM engine
-MAX_COUNT = 1_000_000  # prompts, samples, sequences, rounds
-MAX_TOKENS = 10_000_000
-MAX_SECONDS = 10_000_000  # about 115 days; Python's own timeouts overflow near 9.2e9 s
-MAX_SEED = 2**32 - 1  # numpy's limit; torch and vLLM take it too
-MAX_RESOURCE = 1_000_000  # Ray CPUs, GPUs or custom resources per actor; MiB of a buffer or memory limit
-MAX_SAMPLES_PER_STEP = 10_000_000  # prompts_per_step x samples_per_prompt: a bound on memory, not on taste
-
-# Every int and float key of the schema with its allowed interval ("(" and ")" leave the bound out). Floats must be
-# finite too: nan and inf are refused everywhere. A test checks that no numeric key of the schema is missing here.
-RANGES: dict[str, str] = {
-    "data.n_train_per_source": f"[1, {MAX_COUNT}]", "data.n_eval_per_source": f"[0, {MAX_COUNT}]",
-    "data.max_prompt_tokens": f"[1, {MAX_TOKENS}]", "data.seed": f"[0, {MAX_SEED}]",
-    "rollout.num_engines": f"[1, {MAX_ACTORS}]", "rollout.samples_per_prompt": f"[1, {MAX_COUNT}]",
-    "rollout.temperature": "(0, inf)", "rollout.top_p": "(0, 1]",
-    "rollout.max_new_tokens": f"[1, {MAX_TOKENS}]", "rollout.max_model_len": f"[2, {MAX_TOKENS}]",
-    "rollout.cpu_kv_cache_gib": "[1, 65536]",  # vLLM reads 0 as a KV cache of 0 bytes
-    "rollout.gpu_memory_utilization": "(0, 1]",
-    "rollout.tensor_parallel_size": f"[1, {MAX_ACTORS}]", "rollout.seed": f"[0, {MAX_SEED}]",
-    "reward.num_workers": f"[1, {MAX_ACTORS}]", "reward.chunk_size": f"[1, {MAX_COUNT}]",
-    "reward.timeout_s": f"(0, {MAX_SECONDS}]", "reward.memory_mb": f"[0, {MAX_RESOURCE}]",
-    "reward.max_error_rate": "[0, 1]",
-    "algorithm.prompts_per_step": f"[1, {MAX_COUNT}]", "algorithm.advantage_eps": "[0, inf)",
-    "algorithm.loss_constant": f"[0, {MAX_TOKENS}]", "algorithm.clip_eps_low": "[0, 1]",
-    "algorithm.clip_eps_high": "[0, inf)", "algorithm.dual_clip_c": "[0, inf)", "algorithm.kl_coef": "[0, inf)",
-    "algorithm.entropy_coef": "[0, inf)", "algorithm.updates_per_batch": f"[1, {MAX_COUNT}]",
-    "algorithm.epochs": f"[1, {MAX_COUNT}]", "algorithm.tis_cap": "(0, inf)",
-    "algorithm.max_gen_rounds": f"[1, {MAX_COUNT}]", "algorithm.overlong_buffer": f"[0, {MAX_TOKENS}]",
-    "algorithm.overlong_penalty": "[0, inf)",
-    "sampler.dump_window": f"[1, {MAX_COUNT}]", "sampler.dump_exploration": "[0, inf)",
-    "sampler.dump_temperature": "(0, inf)", "sampler.success_threshold": "(-inf, inf)",
-    "sampler.prioritised_initial": "[0, 1]", "sampler.staged_from_step": f"[0, {MAX_STEPS}]",
-    "sampler.rif_k": f"[0, {MAX_COUNT}]", "sampler.budget_initial": f"[0, {MAX_TOKENS}]",
-    "sampler.budget_decay": "(0, 1]", "sampler.budget_interval": f"[1, {MAX_STEPS}]",
-    "sampler.budget_min": f"[0, {MAX_TOKENS}]",
-    "allocator.prepass_samples": f"[1, {MAX_COUNT}]", "allocator.accept_threshold": "(-inf, inf)",
-    "allocator.alpha": "[0, inf)", "allocator.beta": "(-inf, inf)",
-    "allocator.prior_a": "(0, inf)", "allocator.prior_b": "(0, inf)",  # a Beta prior; 0 and 0 divide 0 by 0
-    "allocator.min_samples": f"[0, {MAX_COUNT}]",
-    "learner.world_size": f"[1, {MAX_ACTORS}]", "learner.lr": "(0, inf)", "learner.adam_eps": "(0, inf)",
-    "learner.weight_decay": "[0, inf)", "learner.grad_clip": "[0, inf)",
-    "learner.micro_batch_size": f"[1, {MAX_COUNT}]", "learner.seed": f"[0, {MAX_SEED}]",
-    "sync.bucket_mb": f"[1, {MAX_RESOURCE}]", "sync.probe_sequences": f"[0, {MAX_COUNT}]",
-    "resources.local_num_cpus": f"[0, {MAX_RESOURCE}]", "resources.rollout_cpus": f"[0, {MAX_RESOURCE}]",
-    "resources.rollout_gpus": f"[0, {MAX_RESOURCE}]", "resources.learner_cpus": f"[0, {MAX_RESOURCE}]",
-    "resources.learner_gpus": f"[0, {MAX_RESOURCE}]", "resources.reward_cpus": f"[0, {MAX_RESOURCE}]",
-    "resources.placement_timeout_s": f"(0, {MAX_SECONDS}]", "resources.call_timeout_s": f"(0, {MAX_SECONDS}]",
-    "run.steps": f"[1, {MAX_STEPS}]", "run.max_train_minutes": "[0, inf)", "run.eval_every": f"[0, {MAX_STEPS}]",
-    "run.eval_max_new_tokens": f"[1, {MAX_TOKENS}]", "run.seed": f"[0, {MAX_SEED}]",
-    "checkpoint.every": f"[0, {MAX_STEPS}]", "checkpoint.keep_last": f"[1, {MAX_COUNT}]",
-    "checkpoint.stop_grace_s": f"[0, {MAX_SECONDS}]",
-}
-# Keys holding lists or mappings of numbers: the interval holds for every entry.
-ENTRY_RANGES: dict[str, str] = {
-    "reward.weights": "(-inf, inf)", "learner.betas": "[0, 1)", "sampler.mixture_weights": "[0, inf)",
-    "resources.rollout_custom": f"[0, {MAX_RESOURCE}]", "resources.learner_custom": f"[0, {MAX_RESOURCE}]",
-    "resources.reward_custom": f"[0, {MAX_RESOURCE}]",
-}
+# Every int and float key of the schema with its allowed interval ("(" and ")" leave the bound out), declared beside
+# its field in rlpost/config.py (`doc(..., range=...)`). Floats must be finite too: nan and inf are refused everywhere.
+RANGES: dict[str, str] = range_fields("range")
+# Keys holding lists or mappings of numbers: the interval holds for every entry (`doc(..., entries=...)`).
+ENTRY_RANGES: dict[str, str] = range_fields("entries")
 
 
 def in_interval(value: float, interval: str) -> bool:

@@ -3,12 +3,14 @@ naming the key (or the file's line) and the recipe or command line, before any a
 and no traceback."""
 
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
 from rlpost.app.cli import main
-from rlpost.config import RecipeError, all_fields
+from rlpost.choices import is_choice
+from rlpost.config import RecipeError, RootConfig, all_fields, doc
 from rlpost.recipe_checks import CHOICES, ENTRY_RANGES, RANGES, check_against_data, in_interval
 from rlpost.recipes import load_config
 from rlpost.types import Prompt
@@ -94,13 +96,56 @@ def test_realistic_large_runs_are_accepted():
     assert config.rollout.samples_per_prompt == 64
 
 
+def _interval_problems(section: str, section_type: type) -> list[str]:
+    """What is wrong with the intervals a section's fields declare: a number without `range=`, a list or mapping of
+    numbers without `entries=`, an interval on anything else, or one that does not parse."""
+    problems, types = [], typing.get_type_hints(section_type)
+    for leaf in dataclasses.fields(section_type):
+        key, kind = f"{section}.{leaf.name}", types[leaf.name]
+        numeric = kind in (int, float) and not is_choice(kind)
+        holds_numbers = not numeric and bool({int, float} & set(typing.get_args(kind)))  # list[float], dict[str, float]
+        for name, wanted in (("range", numeric), ("entries", holds_numbers)):
+            if wanted and name not in leaf.metadata:
+                problems.append(f"{key} has no allowed interval: give its doc(...) in rlpost/config.py "
+                                f'{name}="[low, high]" (see MAX_* there)')
+            elif name in leaf.metadata and not wanted:
+                problems.append(f"{key} is not {'a number' if name == 'range' else 'a list or mapping of numbers'} "
+                                f"but declares {name}=")
+            elif name in leaf.metadata:
+                interval = leaf.metadata[name]
+                try:
+                    low, high = (float(bound) for bound in interval[1:-1].split(","))
+                    valid = interval[0] in "[(" and interval[-1] in "])" and low < high
+                except ValueError:
+                    valid = False
+                if not valid:
+                    problems.append(f"{key} declares {name}={interval!r}, not an interval like '[0, 1)'")
+    return problems
+
+
 def test_every_numeric_key_has_a_range():
-    for key, type_name, _, _ in all_fields():
-        if type_name in ("int", "float"):
-            assert key in RANGES or key in CHOICES, f"{key} has no range in recipe_checks.RANGES"
-        elif "float" in type_name:  # list[float], dict[str, float]
-            assert key in ENTRY_RANGES, f"{key} has no range in recipe_checks.ENTRY_RANGES"
-    assert set(RANGES) | set(ENTRY_RANGES) <= {key for key, *_ in all_fields()}
+    problems = [p for section, kind in typing.get_type_hints(RootConfig).items()
+                for p in _interval_problems(section, kind)]
+    assert not problems, "\n".join(problems)
+    assert set(RANGES) | set(ENTRY_RANGES) <= {key for key, *_ in all_fields()} and not set(RANGES) & set(CHOICES)
+    assert RANGES["run.steps"] == "[1, 10000000]" and ENTRY_RANGES["learner.betas"] == "[0, 1)"
+
+
+def test_a_numeric_field_added_without_a_range_is_named():
+    @dataclasses.dataclass(frozen=True)
+    class NewSection:
+        ranged: int = doc("an int with its interval", 1, range="[0, 10]")
+        knob: float = doc("a new knob someone forgot to bound", 0.5)
+        weights: dict[str, float] = doc("new weights, unbounded", factory=dict)
+        name: str = doc("no interval wanted", "", range="[0, 1]")
+        rate: float = doc("a typo in its interval", 0.5, range="[0; 1]")
+
+    assert _interval_problems("new", NewSection) == [
+        'new.knob has no allowed interval: give its doc(...) in rlpost/config.py range="[low, high]" (see MAX_* there)',
+        'new.weights has no allowed interval: give its doc(...) in rlpost/config.py entries="[low, high]" (see MAX_* '
+        'there)',
+        "new.name is not a number but declares range=",
+        "new.rate declares range='[0; 1]', not an interval like '[0, 1)'"]
 
 
 def test_intervals_respect_open_and_closed_ends():
