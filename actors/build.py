@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from actors.calls import ActorDiedError, call, replace_dead
-from actors.placement import RolePlacement, place_roles
+from actors.placement import Role, RolePlacement, place_roles
 from actors.weight_sync import make_weight_sync
 from rlpost.config import RewardConfig, RootConfig
 from rlpost.losses import LossSpec
@@ -197,13 +197,23 @@ def resolve_transport(config: RootConfig) -> str:
     return "nccl" if has_cuda() and config.resources.rollout_gpus > 0 else "cpu"
 
 
+def actor_roles(config: RootConfig) -> list[Role]:
+    """Every kind of actor a run starts, how many, and what each needs (from the recipe's resources section)."""
+    res = config.resources
+    return [Role("rollout", config.rollout.num_engines, "rollout.num_engines", res.rollout_cpus,
+                 res.rollout_gpus * config.rollout.tensor_parallel_size, res.rollout_custom),
+            Role("learner", config.learner.world_size, "learner.world_size", res.learner_cpus, res.learner_gpus,
+                 res.learner_custom),
+            Role("reward", config.reward.num_workers, "reward.num_workers", res.reward_cpus, 0, res.reward_custom)]
+
+
 def start_cluster(config: RootConfig, model_path: str) -> Cluster:
     """Ray (local, or the cluster at resources.address), then every actor and the weight sync."""
     from actors.placement import init_ray
     from actors.runtime import actor_env_vars, configure_process_env
 
     configure_process_env()
-    init_ray(config.resources, config, {"env_vars": actor_env_vars()})
+    init_ray(config.resources, actor_roles(config), {"env_vars": actor_env_vars()})
     return build_workers(config, model_path, resolve_transport(config))
 
 
@@ -217,7 +227,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
     from actors.rollout import RolloutWorker
 
     timeout = config.resources.call_timeout_s
-    placements = place_roles(config)
+    placements = place_roles(actor_roles(config), config.resources)
     rollout_cls, learner_cls = ray.remote(RolloutWorker), ray.remote(LearnerWorker)
     reward_cls = ray.remote(RewardWorker)
     learners: list[Any] = [learner_cls.options(**placements["learner"].options(r), name=None).remote(

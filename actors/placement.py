@@ -1,7 +1,8 @@
 """Ray start-up and one placement group per role, with a clear error (never an endless pending) when resources lack.
 
-Disaggregated layout only: rollout engines, learner ranks and reward workers each get their own group of bundles,
-spread over nodes when the strategy asks, and pinned to chosen nodes through custom resources (a node started with
+The roles come from the wiring (actors/build.py `actor_roles`: rollout engines, learner ranks, reward workers); this
+module knows none by name. Disaggregated layout only: each role gets its own group of bundles, spread over nodes
+when the strategy asks, and pinned to chosen nodes through custom resources (a node started with
 `ray start --resources '{"rollout_node": 1}'`, a recipe asking for `resources.rollout_custom: {rollout_node: 1}`).
 Leaves out: colocated fractional-GPU groups with sleep/wake (GPU issue).
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlpost.config import ResourcesConfig, RootConfig
+from rlpost.config import ResourcesConfig
 
 
 class PlacementError(RuntimeError):
@@ -44,34 +46,34 @@ class RolePlacement:
         return [table.get(i, "?") for i in range(len(self.bundles))]
 
 
-def role_bundles(config: RootConfig) -> dict[str, list[dict[str, float]]]:
-    """The bundles each role needs, from the recipe alone."""
-    res = config.resources
+@dataclass(frozen=True)
+class Role:
+    """One kind of actor of a run: how many, and what each one needs. Its resources are set by the recipe keys
+    `resources.<name>_cpus`, `_gpus` and `_custom`, and its count by `count_key`; errors name those keys."""
 
-    def bundle(cpus: float, gpus: float, custom: dict[str, float]) -> dict[str, float]:
-        base = {k: v for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0} or {"CPU": 0.01}
-        return {**base, **{k: float(v) for k, v in custom.items() if v > 0}}
+    name: str
+    count: int
+    count_key: str
+    cpus: float
+    gpus: float
+    custom: Mapping[str, float]
 
-    return {
-        "rollout": [bundle(res.rollout_cpus, res.rollout_gpus * config.rollout.tensor_parallel_size,
-                           res.rollout_custom)] * config.rollout.num_engines,
-        "learner": [bundle(res.learner_cpus, res.learner_gpus, res.learner_custom)] * config.learner.world_size,
-        "reward": [bundle(res.reward_cpus, 0, res.reward_custom)] * config.reward.num_workers,
-    }
+    def bundle(self) -> dict[str, float]:
+        """One actor's placement bundle (a CPU-less, GPU-less actor still takes a sliver of CPU to be placed)."""
+        base = {k: v for k, v in (("CPU", self.cpus), ("GPU", self.gpus)) if v > 0} or {"CPU": 0.01}
+        return {**base, **{k: float(v) for k, v in self.custom.items() if v > 0}}
 
-
-# What sets each resource of a role's bundle, and how many bundles the role has: named in every error.
-_KEYS = {"rollout": ("resources.rollout_{}", "rollout.num_engines"),
-         "learner": ("resources.learner_{}", "learner.world_size"),
-         "reward": ("resources.reward_{}", "reward.num_workers")}
-
-
-def _key(role: str, resource: str) -> str:
-    suffix = {"CPU": "cpus", "GPU": "gpus"}.get(resource, f"custom.{resource}")
-    return _KEYS[role][0].format(suffix)
+    def key(self, resource: str) -> str:
+        """The recipe key that sets `resource` in this role's bundle."""
+        return f"resources.{self.name}_" + {"CPU": "cpus", "GPU": "gpus"}.get(resource, f"custom.{resource}")
 
 
-def init_ray(res: ResourcesConfig, config: RootConfig, runtime_env: dict[str, Any]) -> None:
+def role_bundles(roles: Sequence[Role]) -> dict[str, list[dict[str, float]]]:
+    """The bundles each role needs."""
+    return {role.name: [role.bundle()] * role.count for role in roles}
+
+
+def init_ray(res: ResourcesConfig, roles: Sequence[Role], runtime_env: dict[str, Any]) -> None:
     """Connect to the cluster named by the recipe or RAY_ADDRESS, or start a local one big enough for the actors."""
     import ray
 
@@ -85,15 +87,15 @@ def init_ray(res: ResourcesConfig, config: RootConfig, runtime_env: dict[str, An
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=int(local_resources(config)["CPU"]), include_dashboard=False,
+    ray.init(address="local", num_cpus=int(local_resources(roles, res.local_num_cpus)["CPU"]), include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
-def local_resources(config: RootConfig) -> dict[str, float]:
+def local_resources(roles: Sequence[Role], local_num_cpus: int = 0) -> dict[str, float]:
     """What a Ray started here offers: enough logical CPUs for every actor (resources.local_num_cpus overrides;
     they are placement slots, not cores) and the machine's GPUs."""
-    needed = sum(b.get("CPU", 0) for bundles in role_bundles(config).values() for b in bundles)
-    cpus = config.resources.local_num_cpus or max(os.cpu_count() or 1, int(needed + 0.999) + 1)
+    needed = sum(b.get("CPU", 0) for bundles in role_bundles(roles).values() for b in bundles)
+    cpus = local_num_cpus or max(os.cpu_count() or 1, int(needed + 0.999) + 1)
     try:
         import torch
 
@@ -103,7 +105,7 @@ def local_resources(config: RootConfig) -> dict[str, float]:
     return {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {})}
 
 
-def check_feasible(config: RootConfig, total: dict[str, float] | None = None,
+def check_feasible(roles: Sequence[Role], total: dict[str, float] | None = None,
                    nodes: list[dict[str, float]] | None = None) -> None:
     """Fail at once, naming the recipe keys, when the recipe cannot fit the cluster: a resource's total over all
     roles exceeds the cluster's, or one actor's bundle fits on no single node. Defaults to the connected cluster."""
@@ -112,21 +114,20 @@ def check_feasible(config: RootConfig, total: dict[str, float] | None = None,
 
         total = ray.cluster_resources()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    bundles = role_bundles(config)
-    for resource in sorted({r for role in bundles.values() for b in role for r in b}):
-        parts = [(role, len(role_list), role_list[0].get(resource, 0)) for role, role_list in bundles.items()
-                 if role_list and role_list[0].get(resource, 0)]
-        need = sum(count * each for _, count, each in parts)
+    present = [role for role in roles if role.count]
+    for resource in sorted({r for role in present for r in role.bundle()}):
+        parts = [(role, role.bundle().get(resource, 0)) for role in present if role.bundle().get(resource, 0)]
+        need = sum(role.count * each for role, each in parts)
         have = total.get(resource, 0)
         if need > have + 1e-9:
-            terms = " + ".join(f"{_key(role, resource)}={each:g} x {_KEYS[role][1]}={count}"
-                               for role, count, each in parts)
+            terms = " + ".join(f"{role.key(resource)}={each:g} x {role.count_key}={role.count}"
+                               for role, each in parts)
             raise PlacementError(f"the recipe needs {need:g} {resource} in all ({terms}) but the Ray cluster has "
                                  f"{have:g}; lower those keys or add nodes that have {resource}")
-    for role, role_list in bundles.items():
-        if role_list and not any(all(node.get(r, 0) + 1e-9 >= v for r, v in role_list[0].items()) for node in nodes):
-            keys = ", ".join(f"{_key(role, r)}={v:g}" for r, v in role_list[0].items())
-            raise PlacementError(f"one {role} actor needs {{{keys}}} on a single node, and no node of the Ray "
+    for role in present:
+        if not any(all(node.get(r, 0) + 1e-9 >= v for r, v in role.bundle().items()) for node in nodes):
+            keys = ", ".join(f"{role.key(r)}={v:g}" for r, v in role.bundle().items())
+            raise PlacementError(f"one {role.name} actor needs {{{keys}}} on a single node, and no node of the Ray "
                                  f"cluster has that much (nodes: {[_short(n) for n in nodes]})")
 
 
@@ -134,21 +135,22 @@ def _short(node: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in node.items() if not k.startswith(("node:", "memory", "object_store"))}
 
 
-def place_roles(config: RootConfig) -> dict[str, RolePlacement]:
-    """Create and wait for one placement group per role; a timeout names the role and its bundles."""
+def place_roles(roles: Sequence[Role], res: ResourcesConfig) -> dict[str, RolePlacement]:
+    """Create and wait for one placement group per role (resources.strategy, resources.placement_timeout_s); a
+    timeout names the role and its bundles."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    check_feasible(config)
+    check_feasible(roles)
     placements = {}
-    for role, bundles in role_bundles(config).items():
-        group = placement_group(bundles, strategy=config.resources.strategy, name=f"rlpost-{role}")
-        ready, _ = ray.wait([group.ready()], timeout=config.resources.placement_timeout_s)
+    for role, bundles in role_bundles(roles).items():
+        group = placement_group(bundles, strategy=res.strategy, name=f"rlpost-{role}")
+        ready, _ = ray.wait([group.ready()], timeout=res.placement_timeout_s)
         if not ready:
             remove_placement_group(group)
             raise PlacementError(
                 f"placement group for role '{role}' ({len(bundles)} x {bundles[0]}, strategy "
-                f"{config.resources.strategy}) was not satisfied within {config.resources.placement_timeout_s:.0f}s;"
+                f"{res.strategy}) was not satisfied within {res.placement_timeout_s:.0f}s;"
                 f" cluster resources: {ray.cluster_resources()}, available: {ray.available_resources()}")
         placements[role] = RolePlacement(role, group, bundles)
     return placements

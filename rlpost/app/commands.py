@@ -49,11 +49,14 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
 
 def resources_line(config: RootConfig) -> str:
     """Check the recipe's resources against the connected cluster, or this machine when there is none."""
-    from actors.placement import check_feasible, role_bundles
+    from actors.build import actor_roles
+    from actors.placement import check_feasible, local_resources, role_bundles
+
+    roles = actor_roles(config)
 
     address = config.resources.address or os.environ.get("RAY_ADDRESS", "")
     needs: dict[str, float] = {}
-    for bundles in role_bundles(config).values():
+    for bundles in role_bundles(roles).values():
         for bundle in bundles:
             for key, value in bundle.items():
                 needs[key] = needs.get(key, 0.0) + value
@@ -63,14 +66,12 @@ def resources_line(config: RootConfig) -> str:
 
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         try:
-            check_feasible(config)
+            check_feasible(roles)
         finally:
             ray.shutdown()
         return f"resources: {wanted} fit the Ray cluster at {address}"
-    from actors.placement import local_resources
-
-    machine = local_resources(config)
-    check_feasible(config, machine, [machine])
+    machine = local_resources(roles, config.resources.local_num_cpus)
+    check_feasible(roles, machine, [machine])
     return f"resources: {wanted} fit a local Ray on this machine ({machine.get('GPU', 0):g} GPU)"
 
 

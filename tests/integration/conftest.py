@@ -36,7 +36,7 @@ def stack(tmp_path_factory):
     import ray
     from transformers import AutoTokenizer
 
-    from actors.build import build_workers
+    from actors.build import actor_roles, build_workers
     from actors.placement import init_ray
     from actors.runtime import actor_env_vars, configure_process_env
     from rlpost.data import load_rows, to_prompts
@@ -53,7 +53,7 @@ def stack(tmp_path_factory):
         f"reward.functions=[{SIGNAL}:text_parity,{SIGNAL}:digit_fraction,exact_match]",
         f"run.output_dir={root / 'runs'}", "resources.call_timeout_s=300"])
     configure_process_env()
-    init_ray(config.resources, config, {"env_vars": actor_env_vars()})
+    init_ray(config.resources, actor_roles(config), {"env_vars": actor_env_vars()})
     parts = build_workers(config, str(model), "cpu")
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = to_prompts(load_rows(config.data, "train"), config.data, tokenizer, "train")
