@@ -62,7 +62,10 @@ def group_advantages(
     if n == 0:
         return []
     if n == 1:
-        return {"raw": [float(rewards[0])], "zero": [0.0], "drop": None}[singleton_rule]
+        singleton = {"raw": [float(rewards[0])], "zero": [0.0], "drop": None}
+        if singleton_rule not in singleton:
+            raise ValueError(f"singleton_rule {singleton_rule!r} has no implementation; allowed: {SINGLETON_RULES}")
+        return singleton[singleton_rule]
     centred = centred_rewards(rewards, baseline)
     if mode == "none":
         return centred
@@ -70,8 +73,11 @@ def group_advantages(
         if batch_std is None:
             raise ValueError("std_normalize='batch' needs batch_std")
         return [c / (batch_std + eps) for c in centred]
-    std = _std(rewards, ddof)
-    return [c / (std + eps) for c in centred]
+    if mode == "group":
+        std = _std(rewards, ddof)
+        return [c / (std + eps) for c in centred]
+    # a mode listed in AdvantageStd without a branch here: refuse it rather than fall back to another mode's
+    raise ValueError(f"std normalisation {mode!r} has no implementation; allowed: {STD_MODES}")
 
 
 def batch_advantages(

@@ -6,7 +6,8 @@ the accepted samples; then n_i follows rlpost/allocation.py under the budget sam
 pre-pass here runs every step on that step's prompts (the paper runs it once per "iteration" of several steps).
 `gvm_online` needs no pre-pass: it estimates p_i (Beta prior, posterior mean) and G_i (mean over accepted samples
 seen; the mean over all prompts for a new one; 0 for one never accepted) from the earlier training rollouts of the
-same prompt, and gives every prompt at least `min_samples`.
+same prompt, and gives every prompt at least `min_samples`. `make_allocator` builds the one a recipe names from
+`ALLOCATORS`, keyed by each class's `kind`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class FixedAllocator:
 
     def __init__(self, samples_per_prompt: int) -> None:
         self.n = samples_per_prompt
+
+    @classmethod
+    def from_config(cls, cfg: AllocatorConfig, n: int) -> FixedAllocator:
+        """The allocator built from the recipe's `allocator` section, around `n` samples per prompt."""
+        return cls(n)
 
     def estimates(self, prompts: list[Prompt]) -> list[PromptStats] | None:
         """What the allocator believes about these prompts without a pre-pass (None: nothing)."""
@@ -53,6 +59,10 @@ class GvmAllocator(FixedAllocator):
         super().__init__(samples_per_prompt)
         self.alpha, self.beta = alpha, beta
 
+    @classmethod
+    def from_config(cls, cfg: AllocatorConfig, n: int) -> FixedAllocator:
+        return cls(n, cfg.alpha, cfg.beta)
+
     def allocate(self, prompts: list[Prompt], stats: list[PromptStats] | None = None) -> list[int]:
         if stats is None or len(stats) != len(prompts):
             raise ValueError("GVM allocates from pre-pass statistics, one per prompt")
@@ -72,6 +82,10 @@ class OnlineGvmAllocator(GvmAllocator):
         super().__init__(samples_per_prompt, alpha, beta)
         self.prior_a, self.prior_b, self.min_samples = prior_a, prior_b, min_samples
         self.history: dict[int, list[float]] = {}  # uid -> [accepted, trials, grad-norm sum, grad-norm count]
+
+    @classmethod
+    def from_config(cls, cfg: AllocatorConfig, n: int) -> FixedAllocator:
+        return cls(n, cfg.alpha, cfg.beta, cfg.prior_a, cfg.prior_b, cfg.min_samples)
 
     def estimates(self, prompts: list[Prompt]) -> list[PromptStats]:
         seen = [h for h in self.history.values() if h[3] > 0]
@@ -133,15 +147,17 @@ def allocation_metrics(counts: list[int], stats: list[PromptStats] | None, alpha
     return m
 
 
+# Every allocator by its `kind` (the values of rlpost.choices.AllocatorKind; a unit test keeps the two equal). A new
+# allocator is its class (with `kind` and `from_config`) added to this tuple.
+ALLOCATORS: dict[str, type[FixedAllocator]] = {cls.kind: cls for cls in (
+    FixedAllocator, GvmAllocator, OnlineGvmAllocator)}
+
+
 def make_allocator(cfg: AllocatorConfig, n: int) -> FixedAllocator:
     """The allocator a recipe's `allocator` section asks for, around rollout.samples_per_prompt = `n`."""
-    if cfg.kind == "fixed":
-        return FixedAllocator(n)
-    if cfg.kind == "gvm":
-        return GvmAllocator(n, cfg.alpha, cfg.beta)
-    if cfg.kind == "gvm_online":
-        return OnlineGvmAllocator(n, cfg.alpha, cfg.beta, cfg.prior_a, cfg.prior_b, cfg.min_samples)
-    raise ValueError(f"unknown allocator.kind {cfg.kind!r}")
+    if cfg.kind not in ALLOCATORS:
+        raise ValueError(f"unknown allocator.kind {cfg.kind!r}")
+    return ALLOCATORS[cfg.kind].from_config(cfg, n)
 
 
 def _check_kind(kind: str, state: dict[str, Any]) -> None:

@@ -109,6 +109,44 @@ def importance_weights(old_logprobs_BT: torch.Tensor, rollout_logprobs_BT: torch
     return torch.clamp(weights, max=cap).detach()
 
 
+def _ratio(logprobs_BT: torch.Tensor, old_logprobs_BT: torch.Tensor, mask_BT: torch.Tensor,
+           level: RatioLevel) -> torch.Tensor:
+    """ρ = π/π_old per token, or (GSPO) the exp of each sequence's mean log-ratio on all its tokens."""
+    log_ratio = logprobs_BT - old_logprobs_BT
+    if level == "sequence":
+        log_ratio = _sequence_mean(log_ratio, mask_BT).expand_as(log_ratio)
+    elif level != "token":
+        raise ValueError(f"unknown ratio level {level!r}; allowed: {RATIO_LEVELS}")
+    return torch.exp(log_ratio)
+
+
+def _clipped_surrogate(ratio_BT: torch.Tensor, advantages_BT: torch.Tensor, spec: LossSpec
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-token -min(ρ·A, clip(ρ)·A), dual-clipped where A < 0 when dual_clip_c is set; and the masks of the
+    tokens where the clip and (None when off) the dual clip bind."""
+    clipped_ratio = torch.clamp(ratio_BT, 1.0 - spec.clip_eps_low, 1.0 + spec.clip_eps_high)
+    unclipped, clipped = ratio_BT * advantages_BT, clipped_ratio * advantages_BT
+    pg = -torch.minimum(unclipped, clipped)
+    dual_active = None
+    if spec.dual_clip_c:
+        dual = torch.minimum(pg, -spec.dual_clip_c * advantages_BT)
+        dual_active = (advantages_BT < 0) & (dual < pg)
+        pg = torch.where(advantages_BT < 0, dual, pg)
+    return pg, clipped < unclipped, dual_active
+
+
+def _importance_corrected(pg_BT: torch.Tensor, old_logprobs_BT: torch.Tensor,
+                          rollout_logprobs_BT: torch.Tensor | None, mask_BT: torch.Tensor, spec: LossSpec
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The policy term times the truncated importance weights, and the weights (None when tis_level is 'none')."""
+    if spec.tis_level == "none":
+        return pg_BT, None
+    if rollout_logprobs_BT is None:
+        raise ValueError("truncated importance sampling needs the rollout logprobs")
+    tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec.tis_level, spec.tis_cap)
+    return pg_BT * tis, tis
+
+
 def _regularised(pg_BT: torch.Tensor, logprobs_BT: torch.Tensor, spec: LossSpec,
                  ref_logprobs_BT: torch.Tensor | None, entropy_BT: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,6 +164,13 @@ def _regularised(pg_BT: torch.Tensor, logprobs_BT: torch.Tensor, spec: LossSpec,
     return per_token, kl
 
 
+def _weighted_sums(weights_BT: torch.Tensor, terms_BT: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """Each per-token term's weighted sum, skipping absent (None) terms; a boolean term (a mask) sums to the
+    weighted fraction of tokens where it holds."""
+    return {name: ((term.to(weights_BT.dtype) if term.dtype == torch.bool else term) * weights_BT).sum()
+            for name, term in terms_BT.items() if term is not None}
+
+
 def policy_loss(
     logprobs_BT: torch.Tensor,
     old_logprobs_BT: torch.Tensor,
@@ -140,42 +185,15 @@ def policy_loss(
     metric_weights_BT: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted-sum loss and its metrics (weighted sums with `metric_weights_BT`, a token-mean by default)."""
-    log_ratio = logprobs_BT - old_logprobs_BT
-    if spec.ratio_level == "sequence":
-        log_ratio = _sequence_mean(log_ratio, mask_BT).expand_as(log_ratio)
-    elif spec.ratio_level != "token":
-        raise ValueError(f"unknown ratio level {spec.ratio_level!r}; allowed: {RATIO_LEVELS}")
-    ratio = torch.exp(log_ratio)
-    clipped_ratio = torch.clamp(ratio, 1.0 - spec.clip_eps_low, 1.0 + spec.clip_eps_high)
-    unclipped, clipped = ratio * advantages_BT, clipped_ratio * advantages_BT
-    pg = -torch.minimum(unclipped, clipped)
-    if spec.dual_clip_c:
-        dual = torch.minimum(pg, -spec.dual_clip_c * advantages_BT)
-        dual_active = (advantages_BT < 0) & (dual < pg)
-        pg = torch.where(advantages_BT < 0, dual, pg)
-    if spec.tis_level != "none":
-        if rollout_logprobs_BT is None:
-            raise ValueError("truncated importance sampling needs the rollout logprobs")
-        tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec.tis_level, spec.tis_cap)
-        pg = pg * tis
+    ratio = _ratio(logprobs_BT, old_logprobs_BT, mask_BT, spec.ratio_level)
+    pg, clip_active, dual_active = _clipped_surrogate(ratio, advantages_BT, spec)
+    pg, tis = _importance_corrected(pg, old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec)
     per_token, kl = _regularised(pg, logprobs_BT, spec, ref_logprobs_BT, entropy_BT)
     loss = (per_token * weights_BT).sum()
     mw = metric_weights_BT if metric_weights_BT is not None else aggregation_weights(mask_BT, "token-mean")
-    mw = mw.to(logprobs_BT.dtype)
     with torch.no_grad():
-        metrics = {
-            "clip_frac": ((clipped < unclipped).to(mw.dtype) * mw).sum(),
-            "ratio_mean": (ratio * mw).sum(),
-            "approx_kl_old": ((old_logprobs_BT - logprobs_BT) * mw).sum(),
-            "pg_loss": (pg * mw).sum(),
-        }
-        if spec.dual_clip_c:
-            metrics["dual_clip_frac"] = (dual_active.to(mw.dtype) * mw).sum()
-        if spec.tis_level != "none":
-            metrics["tis_weight_mean"] = (tis * mw).sum()
-            metrics["tis_capped_frac"] = ((tis >= spec.tis_cap).to(mw.dtype) * mw).sum()
-        if kl is not None:
-            metrics["kl_ref"] = (kl * mw).sum()
-        if entropy_BT is not None:
-            metrics["entropy"] = (entropy_BT * mw).sum()
+        metrics = _weighted_sums(mw.to(logprobs_BT.dtype), {
+            "clip_frac": clip_active, "ratio_mean": ratio, "approx_kl_old": old_logprobs_BT - logprobs_BT,
+            "pg_loss": pg, "dual_clip_frac": dual_active, "tis_weight_mean": tis,
+            "tis_capped_frac": None if tis is None else tis >= spec.tis_cap, "kl_ref": kl, "entropy": entropy_BT})
     return loss, metrics

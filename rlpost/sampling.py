@@ -8,7 +8,8 @@ force and the prompts drawn in the current step.
 
 Samplers: uniform (without replacement, epoch by epoch), fixed mixture weights per data_source, DUMP (UCB over each
 source's mean |advantage|, research notes §2), Kimi-style prioritised (probability proportional to 1 - success rate
-per prompt, §5.3), and staged (all data, then a named subset of sources from a given step, §5.2).
+per prompt, §5.3), and staged (all data, then a named subset of sources from a given step, §5.2). `make_sampler`
+builds the one a recipe names from `SAMPLERS`, keyed by each class's `kind`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class _Sampler:
         self.by_source = {s: groups[s] for s in self.sources}
         self._step: int | None = None
         self._drawn: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, prompts: list[Prompt], batch_size: int, seed: int) -> _Sampler:
+        """The sampler built from the recipe's `sampler` section (a sampler with its own settings overrides this)."""
+        return cls(prompts, batch_size, seed)
 
     def next_batch(self, step: int | None = None) -> list[Prompt]:
         """`batch_size` prompts for `step` (several calls in one step, as dynamic sampling makes, add up)."""
@@ -155,6 +161,10 @@ class MixtureSampler(_SourceWeighted):
         total = sum(weights.values())
         self._weights = [weights.get(s, 0.0) / total for s in self.sources]
 
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, prompts: list[Prompt], batch_size: int, seed: int) -> _Sampler:
+        return cls(prompts, batch_size, seed, dict(cfg.mixture_weights))
+
     def _source_weights(self) -> list[float]:
         return self._weights
 
@@ -169,6 +179,10 @@ class DumpSampler(_SourceWeighted):
         super().__init__(prompts, batch_size, seed)
         self.exploration, self.temperature = exploration, temperature
         self.windows = {s: LearnabilityWindow(window) for s in self.sources}
+
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, prompts: list[Prompt], batch_size: int, seed: int) -> _Sampler:
+        return cls(prompts, batch_size, seed, cfg.dump_window, cfg.dump_exploration, cfg.dump_temperature)
 
     def _source_weights(self) -> list[float]:
         return dump_weights([self.windows[s].mean for s in self.sources],
@@ -209,6 +223,10 @@ class PrioritisedSampler(_Sampler):
         self._index = {p.uid: i for i, p in enumerate(prompts)}
         self.successes = [0] * len(prompts)
         self.trials = [0] * len(prompts)
+
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, prompts: list[Prompt], batch_size: int, seed: int) -> _Sampler:
+        return cls(prompts, batch_size, seed, cfg.success_threshold, cfg.prioritised_initial)
 
     def success_rates(self) -> list[float]:
         return [s / t if t else self.initial for s, t in zip(self.successes, self.trials)]
@@ -256,6 +274,10 @@ class StagedSampler(_Sampler):
         self._in_second = False
         self._uid_index = {p.uid: i for i, p in enumerate(prompts)}
 
+    @classmethod
+    def from_config(cls, cfg: SamplerConfig, prompts: list[Prompt], batch_size: int, seed: int) -> _Sampler:
+        return cls(prompts, batch_size, seed, list(cfg.staged_sources), cfg.staged_from_step)
+
     def _draw(self, step: int | None) -> list[int]:
         self._in_second = step is not None and step >= self.switch_step
         stage = self.second if self._in_second else self.first
@@ -281,17 +303,15 @@ def _weighted_indices(rng: random.Random, weights: Sequence[float], count: int) 
             for _ in range(count)]
 
 
+# Every sampler by its `kind` (the values of rlpost.choices.SamplerKind; a unit test keeps the two equal). A new
+# sampler is its class (with `kind` and, if it has settings, `from_config`) added to this tuple.
+SAMPLERS: dict[str, type[_Sampler]] = {cls.kind: cls for cls in (
+    UniformSampler, MixtureSampler, DumpSampler, PrioritisedSampler, StagedSampler)}
+
+
 def make_sampler(cfg: SamplerConfig, prompts: list[Prompt], batch: int, seed: int) -> _Sampler:
     """The sampler a recipe's `sampler` section asks for, drawing `batch` prompts per call
     (algorithm.prompts_per_step)."""
-    if cfg.kind == "uniform":
-        return UniformSampler(prompts, batch, seed)
-    if cfg.kind == "mixture":
-        return MixtureSampler(prompts, batch, seed, dict(cfg.mixture_weights))
-    if cfg.kind == "dump":
-        return DumpSampler(prompts, batch, seed, cfg.dump_window, cfg.dump_exploration, cfg.dump_temperature)
-    if cfg.kind == "prioritised":
-        return PrioritisedSampler(prompts, batch, seed, cfg.success_threshold, cfg.prioritised_initial)
-    if cfg.kind == "staged":
-        return StagedSampler(prompts, batch, seed, list(cfg.staged_sources), cfg.staged_from_step)
-    raise ValueError(f"unknown sampler.kind {cfg.kind!r}")
+    if cfg.kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler.kind {cfg.kind!r}")
+    return SAMPLERS[cfg.kind].from_config(cfg, prompts, batch, seed)

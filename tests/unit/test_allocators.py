@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from rlpost.allocators import FixedAllocator, GvmAllocator, OnlineGvmAllocator, PromptStats, allocation_metrics
+from rlpost.allocators import (
+    FixedAllocator,
+    GvmAllocator,
+    OnlineGvmAllocator,
+    PromptStats,
+    allocation_metrics,
+    make_allocator,
+)
+from rlpost.config import AllocatorConfig
 from rlpost.types import Prompt
 
 PROMPTS = [Prompt(u, f"p{u}", [1], "", "s") for u in range(4)]
@@ -19,6 +27,19 @@ def test_gvm_allocates_the_golden_vector_from_prepass_stats():
     assert metrics["alloc/zero_frac"] == 0.25 and metrics["alloc/n_max"] == 22
     assert metrics["alloc/predicted_variance_ratio"] < 1.0
     assert FixedAllocator(8).allocate(PROMPTS) == [8] * 4
+
+
+@pytest.mark.parametrize("kind, direct", [
+    ("fixed", lambda: FixedAllocator(8)),
+    ("gvm", lambda: GvmAllocator(8, 0.01, 1.5)),
+    ("gvm_online", lambda: OnlineGvmAllocator(8, 0.01, 1.5, 2.0, 3.0, 1)),
+])
+def test_make_allocator_passes_the_recipe_settings_to_the_allocator(kind, direct):
+    config = AllocatorConfig(kind=kind, alpha=0.01, beta=1.5, prior_a=2.0, prior_b=3.0, min_samples=1)
+    built, expected = make_allocator(config, 8), direct()
+    assert type(built) is type(expected) and vars(built) == vars(expected)
+    with pytest.raises(ValueError, match="unknown allocator.kind 'nope'"):
+        make_allocator(AllocatorConfig(kind="nope"), 8)
 
 
 def test_online_gvm_starts_from_the_prior_and_learns_from_rollouts():

@@ -3,12 +3,16 @@ state round-trips, lazy feedback, and DUMP moving weight off solved and unreacha
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+from collections import deque
+from typing import Any
 
 import pytest
 
 from rlpost.advantages import group_advantages
+from rlpost.config import SamplerConfig
 from rlpost.curriculum import (
     LearnabilityWindow,
     dump_weights,
@@ -16,7 +20,14 @@ from rlpost.curriculum import (
     prioritised_probabilities,
     ucb_scores,
 )
-from rlpost.sampling import DumpSampler, MixtureSampler, PrioritisedSampler, StagedSampler, UniformSampler
+from rlpost.sampling import (
+    DumpSampler,
+    MixtureSampler,
+    PrioritisedSampler,
+    StagedSampler,
+    UniformSampler,
+    make_sampler,
+)
 from rlpost.types import Group, Prompt, Sample
 
 
@@ -103,6 +114,42 @@ def test_a_sampler_rebuilt_from_its_state_draws_what_the_original_draws_next(kin
         feedback_rng = random.Random(step)
         original.update(_feedback(a, feedback_rng))
         clone.update(_feedback(b, random.Random(step)))
+
+
+SETTINGS = SamplerConfig(mixture_weights={"frontier": 3.0, "hard": 1.0}, dump_window=50, dump_exploration=0.5,
+                         dump_temperature=0.2, success_threshold=0.5, prioritised_initial=0.25,
+                         staged_sources=["hard", "frontier"], staged_from_step=4)
+DIRECT = {  # what make_sampler(SETTINGS with that kind, prompts, 16, 3) must build
+    "uniform": lambda prompts: UniformSampler(prompts, 16, 3),
+    "mixture": lambda prompts: MixtureSampler(prompts, 16, 3, {"frontier": 3.0, "hard": 1.0}),
+    "dump": lambda prompts: DumpSampler(prompts, 16, 3, 50, 0.5, 0.2),
+    "prioritised": lambda prompts: PrioritisedSampler(prompts, 16, 3, 0.5, 0.25),
+    "staged": lambda prompts: StagedSampler(prompts, 16, 3, ["hard", "frontier"], 4),
+}
+
+
+def _plain(value: Any) -> Any:
+    """An object's attributes, recursively, as values `==` compares (an RNG as its state, a deque with its cap)."""
+    if isinstance(value, random.Random):
+        return value.getstate()
+    if isinstance(value, deque):
+        return value.maxlen, list(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return type(value).__name__, _plain(vars(value))
+    return value
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECT))
+def test_make_sampler_passes_the_recipe_settings_to_the_sampler(kind):
+    prompts = _prompts()
+    built = make_sampler(dataclasses.replace(SETTINGS, kind=kind), prompts, 16, 3)
+    assert _plain(built) == _plain(DIRECT[kind](prompts))
+    with pytest.raises(ValueError, match="unknown sampler.kind 'nope'"):
+        make_sampler(dataclasses.replace(SETTINGS, kind="nope"), prompts, 16, 3)
 
 
 def test_state_of_another_kind_is_refused():
