@@ -160,7 +160,10 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         ('embedding') or the output head ('lm_head', a cheaper proxy), in micro-batches; no weight changes."""
         from actors.gradnorm import embedding_grad_norms, lm_head_grad_norms
 
-        fn = embedding_grad_norms if kind == "embedding" else lm_head_grad_norms
+        fns = {"embedding": embedding_grad_norms, "lm_head": lm_head_grad_norms}
+        if kind not in fns:
+            raise ValueError(f"grad_norms: unknown kind {kind!r}; rlpost/choices.py GradNorm lists {sorted(fns)}")
+        fn = fns[kind]
         size = self.cfg.micro_batch_size
         norms: list[float] = []
         self.engine.eval()

@@ -103,14 +103,19 @@ class Collector:
         if alg.on_gen_rounds_exhausted == "error":
             raise DynamicSamplingExhausted(message + ". Raise max_gen_rounds, or set "
                                            "algorithm.on_gen_rounds_exhausted=train")
+        if alg.on_gen_rounds_exhausted != "train":
+            raise ValueError(f"algorithm.on_gen_rounds_exhausted={alg.on_gen_rounds_exhausted!r} has no handler")
         print(f"[rlpost] warning: {message}; training on the smaller batch", file=sys.stderr, flush=True)
         return True
 
     def _filter_values(self, group: Group) -> list[float]:
         """What must vary for DAPO to keep the group; an accuracy of None (NaN) is left out."""
-        if self.config.algorithm.dynamic_sampling_metric == "accuracy":
+        metric = self.config.algorithm.dynamic_sampling_metric
+        if metric == "accuracy":
             return [s.accuracy for s in group.samples if not math.isnan(s.accuracy)]
-        return [s.reward for s in group.samples]
+        if metric == "reward":
+            return [s.reward for s in group.samples]
+        raise ValueError(f"algorithm.dynamic_sampling_metric={metric!r} has no handler in rlpost/collect.py")
 
     def allocate(self, prompts: list[Prompt], batch: StepBatch) -> list[int]:
         """Samples per prompt from the allocator; GVM's pre-pass (its rollouts counted apart) runs first."""

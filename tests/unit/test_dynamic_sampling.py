@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlpost.choices import DynamicSamplingMetric, OnGenRoundsExhausted, values_of
 from rlpost.collect import DynamicSamplingExhausted
 from rlpost.loop import Trainer
 from rlpost.prepass import rif_filter
@@ -167,3 +168,16 @@ def test_gvm_prepass_allocates_per_prompt_n_and_counts_its_rollouts_apart():
     assert sum(sizes) == 16 and 1 <= odd <= 4
     assert metrics["alloc/zero_frac"] == 1 - odd / 4 and metrics["alloc/n_max"] == 16 // odd
     assert metrics["tokens/generated"] > 0 and metrics["prepass/tokens"] > 0
+
+
+@pytest.mark.parametrize("metric", values_of(DynamicSamplingMetric))
+@pytest.mark.parametrize("policy", values_of(OnGenRoundsExhausted))
+def test_every_listed_filter_metric_and_exhaustion_policy_has_a_handler(metric, policy):
+    """A value added to rlpost/choices.py without code in rlpost/collect.py fails here, not mid-run."""
+    trainer, _ = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=1",
+                           f"algorithm.dynamic_sampling_metric={metric}", f"algorithm.on_gen_rounds_exhausted={policy}"])
+    if policy == "error":
+        with pytest.raises(DynamicSamplingExhausted):
+            trainer.step(1)
+    else:
+        assert trainer.step(1)["groups/gen_rounds"] == 1
