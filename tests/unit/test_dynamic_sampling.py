@@ -175,7 +175,8 @@ def test_gvm_prepass_allocates_per_prompt_n_and_counts_its_rollouts_apart():
 def test_every_listed_filter_metric_and_exhaustion_policy_has_a_handler(metric, policy):
     """A value added to rlpost/choices.py without code in rlpost/collect.py fails here, not mid-run."""
     trainer, _ = _trainer(["algorithm.dynamic_sampling=true", "algorithm.max_gen_rounds=1",
-                           f"algorithm.dynamic_sampling_metric={metric}", f"algorithm.on_gen_rounds_exhausted={policy}"])
+                           f"algorithm.dynamic_sampling_metric={metric}",
+                           f"algorithm.on_gen_rounds_exhausted={policy}"])
     if policy == "error":
         with pytest.raises(DynamicSamplingExhausted):
             trainer.step(1)
