@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -190,3 +190,35 @@ def test_registries_hold_exactly_the_schema_kinds(registry, choice):
     assert not unregistered and not unlisted, (f"kinds listed in rlpost/choices.py but not registered: {unregistered}; "
                                                f"registered but not listed: {unlisted}")
     assert all(cls.kind == kind for kind, cls in registry.items())
+
+
+# Where every other choice's values are exercised, or which library takes the value as it is. A new Literal in
+# rlpost/choices.py fails the test below until it is named here or in MATH_CHOICES.
+COVERED_ELSEWHERE = {
+    "SamplerKind": "test_every_sampler_kind_builds_and_draws",
+    "AllocatorKind": "test_every_allocator_kind_builds_and_allocates",
+    "DynamicSamplingMetric": "tests/unit/test_dynamic_sampling.py (every metric and policy)",
+    "OnGenRoundsExhausted": "tests/unit/test_dynamic_sampling.py (every metric and policy)",
+    "OnErrorPolicy": "tests/unit/test_reward_worker.py and test_scoring.py (raise and skip)",
+    "GradNorm": "actors/learner.py grad_norms refuses an unknown kind; both run in tests/unit/test_gradnorm.py",
+    "Preset": "tests/unit/test_presets.py (every preset name is a key of rlpost.presets.PRESETS)",
+    "Dtype": "passed to torch / vLLM as the dtype name",
+    "DataSource": "rlpost/data.py load_rows (tests/unit/test_data.py)",
+    "ChatTemplate": "rlpost/data.py to_prompts (tests/unit/test_data.py)",
+    "StdDdof": "a number, passed to batch_advantages as ddof",
+    "ZeroStage": "passed to DeepSpeed as zero_optimization.stage",
+    "Backend": "passed to torch.distributed (auto resolved in actors/learner.py)",
+    "Transport": "actors/weight_sync.py make_weight_sync (auto resolved in actors/build.py)",
+    "PlacementStrategy": "passed to Ray's placement_group",
+}
+
+
+def test_every_choice_literal_has_a_named_home():
+    import rlpost.choices as choices
+
+    literals = {name for name, value in vars(choices).items()
+                if getattr(value, "__origin__", None) is Literal and not name.startswith("_")}
+    homes = {name for name, *_ in MATH_CHOICES} | set(COVERED_ELSEWHERE)
+    assert literals - homes == set(), (f"choices without a test or consumer named in test_choice_coverage.py: "
+                                       f"{sorted(literals - homes)}")
+    assert homes - literals == set(), f"named here but not in rlpost/choices.py: {sorted(homes - literals)}"
