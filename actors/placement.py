@@ -136,14 +136,14 @@ def _short(node: dict[str, float]) -> dict[str, float]:
 
 
 def place_roles(roles: Sequence[Role], res: ResourcesConfig) -> dict[str, RolePlacement]:
-    """Create and wait for one placement group per role (resources.strategy, resources.placement_timeout_s); a
-    timeout names the role and its bundles."""
+    """Create and wait for one placement group per role that has actors (resources.strategy,
+    resources.placement_timeout_s); a timeout names the role and its bundles."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     check_feasible(roles)
     placements = {}
-    for role, bundles in role_bundles(roles).items():
+    for role, bundles in role_bundles([r for r in roles if r.count]).items():
         group = placement_group(bundles, strategy=res.strategy, name=f"rlpost-{role}")
         ready, _ = ray.wait([group.ready()], timeout=res.placement_timeout_s)
         if not ready:
