@@ -84,10 +84,12 @@ class LearnerClient:
     def __init__(self, handles: list[Any], timeout_s: float) -> None:
         self.handles, self.timeout_s = handles, timeout_s
 
-    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int) -> dict[str, float]:
+    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int,
+              max_tokens_per_micro: int = 0) -> dict[str, float]:
         import ray
 
-        refs = [h.train.remote(ray.put(s), loss, micro_batches) for h, s in zip(self.handles, shards)]
+        refs = [h.train.remote(ray.put(s), loss, micro_batches, max_tokens_per_micro)
+                for h, s in zip(self.handles, shards)]
         per_rank = call(refs, "learner.train", self.timeout_s)
         total: dict[str, float] = {}
         for metrics in per_rank:

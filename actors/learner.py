@@ -174,17 +174,20 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
             self.engine.train()
         return norms
 
-    def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int) -> dict[str, float]:
+    def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int,
+              max_tokens_per_micro: int = 0) -> dict[str, float]:
         """`loss.epochs` passes of `loss.updates_per_batch` optimizer steps over this rank's shard.
 
         Each mini-batch runs `micro_batches` backwards on every rank (padding with fully masked rows), because
-        ZeRO-2/3 reduce gradients inside each backward. Old logprobs (and reference logprobs) come from this
-        learner before the first update. Returns weighted sums the driver adds up over ranks.
+        ZeRO-2/3 reduce gradients inside each backward; with a `max_tokens_per_micro` budget (the driver's
+        learner.max_tokens_per_micro) rows are grouped by length under it (rlpost/batching.py). Old logprobs (and
+        reference logprobs) come from this learner before the first update. Returns weighted sums the driver adds
+        up over ranks.
         """
         injected_fault(f"learner.train.rank{self.rank}")
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(shard.rows(lo, hi) if hi > lo else shard.masked_row(),
-                                       self.cfg.micro_batch_size), micro_batches)
+                                       self.cfg.micro_batch_size, max_tokens_per_micro), micro_batches)
                 for lo, hi in minibatch_bounds(shard.input_ids_BT.shape[0], k)]
         off_policy = k > 1 or epochs > 1 or loss.tis_level != "none"
         with_ref = loss.needs_reference
@@ -208,6 +211,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                     metrics["loss"] = value.detach()
                     _accumulate(sums, metrics, 1.0 / epochs)
                     _accumulate(sums, _mismatch(batch, old_lp), 1.0 / epochs)
+                    _accumulate(sums, _positions(batch), 1.0 / epochs)
                     gap = (batch.rollout_logprobs_BT - old_lp).abs() * batch.loss_mask_BT
                     _accumulate(sums, {"logprob_mismatch_max": gap.max()}, None)
                 self.engine.step()
@@ -282,6 +286,14 @@ def _mismatch(batch: LearnerBatch, old_lp: torch.Tensor) -> dict[str, torch.Tens
         "logprob_mismatch_mean": (log_ratio.abs() * w).sum(),
         "mismatch_kl_k3": ((torch.exp(-log_ratio) + log_ratio - 1.0) * w).sum(),  # KL(vllm || learner), k3
     }
+
+
+def _positions(batch: LearnerBatch) -> dict[str, float]:
+    """Token positions one forward computes, and those that belong to rows carrying loss (the rest is padding, or a
+    filler row that keeps the ranks' collective counts equal)."""
+    attention = batch.attention_mask_BT
+    trained_rows = batch.loss_mask_BT.sum(dim=1) > 0
+    return {"positions": float(attention.numel()), "trained_positions": float(attention[trained_rows].sum())}
 
 
 def _accumulate(sums: dict[str, float], metrics: dict[str, Any], scale: float | None) -> None:

@@ -3,8 +3,8 @@
 The per-token loss weights are computed here, for each *global* mini-batch (rank shards are cut into
 `updates_per_batch` contiguous mini-batches by `minibatch_bounds`, the same function the learner uses), so the
 learners' weighted sums add up to the chosen aggregation however the samples are spread over ranks and
-micro-batches. Leaves out: sequence packing and dynamic token budgets (a later optimisation; it must keep a slow
-reference and an equivalence test).
+micro-batches. Micro-batches are cut by rows, or by a token budget over rows sorted by length (`micro_plan`).
+Leaves out: padding-free sequence packing.
 """
 
 from __future__ import annotations
@@ -116,10 +116,36 @@ def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_to
     )
 
 
-def split_micro(batch: LearnerBatch, micro_batch_size: int) -> list[LearnerBatch]:
-    """Slice a shard into micro-batches of at most `micro_batch_size` rows, trimming padding columns."""
-    out = []
-    n = batch.input_ids_BT.shape[0]
-    for lo in range(0, n, micro_batch_size):
-        out.append(batch.rows(lo, min(n, lo + micro_batch_size)))
-    return out
+def micro_plan(lengths: list[int], max_rows: int, max_tokens: int = 0) -> list[list[int]]:
+    """Row indices of each micro-batch of one mini-batch whose rows are `lengths` tokens long.
+
+    max_tokens 0: consecutive slices of `max_rows` rows. Otherwise rows go longest first into micro-batches whose
+    padded size (rows x their longest row) stays within `max_tokens` and whose rows stay within `max_rows`, so short
+    rows are not padded to a long one's length; a row longer than the budget gets a micro-batch of its own. The loss
+    weights were fixed per global mini-batch (build_shards), so the split changes no loss and no gradient.
+    """
+    if not max_tokens:
+        return [list(range(lo, min(len(lengths), lo + max_rows))) for lo in range(0, len(lengths), max_rows)]
+    plan: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        current = plan[-1] if plan else []
+        if current and len(current) < max_rows and (len(current) + 1) * lengths[current[0]] <= max_tokens:
+            current.append(i)
+        else:
+            plan.append([i])
+    return plan
+
+
+def split_micro(batch: LearnerBatch, micro_batch_size: int, max_tokens: int = 0) -> list[LearnerBatch]:
+    """Cut a mini-batch into micro-batches (micro_plan), trimming padding columns."""
+    lengths = [int(n) for n in batch.attention_mask_BT.sum(dim=1)]
+    return [batch.take(rows) for rows in micro_plan(lengths, micro_batch_size, max_tokens)]
+
+
+def micro_count(shards: list[LearnerBatch], updates_per_batch: int, micro_batch_size: int,
+                max_tokens: int = 0) -> int:
+    """The most micro-batches any rank needs for any mini-batch: every rank runs that many backwards (ZeRO reduces
+    gradients inside each), filling with fully masked rows."""
+    counts = [len(micro_plan([int(n) for n in s.attention_mask_BT[lo:hi].sum(dim=1)], micro_batch_size, max_tokens))
+              for s in shards for lo, hi in minibatch_bounds(s.input_ids_BT.shape[0], updates_per_batch) if hi > lo]
+    return max(counts, default=1)

@@ -213,6 +213,10 @@ class LearnerConfig:
     weight_decay: float = doc("AdamW weight decay", 0.0, range="[0, inf)")
     grad_clip: float = doc("global gradient-norm clip (0 disables)", 1.0, range="[0, inf)")
     micro_batch_size: int = doc("sequences per forward/backward on one rank", 64, range=f"[1, {MAX_COUNT}]")
+    max_tokens_per_micro: int = doc("token budget of one micro-batch, padding included (rows x longest row): rows "
+                                    "sorted by length fill micro-batches up to it, so short rows are not padded to "
+                                    "long ones; 0 cuts micro_batch_size rows in order", 0,
+                                    range=f"[0, {MAX_TOKENS}]")
     backend: Backend = doc("torch.distributed backend: 'auto' picks nccl with GPUs, gloo otherwise", "auto")
     seed: int = doc("torch seed of the learner ranks", 0, range=f"[0, {MAX_SEED}]")
     deepspeed: dict[str, Any] = doc("extra DeepSpeed config merged over the generated one (nested keys merge), e.g. "

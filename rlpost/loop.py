@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections import defaultdict
 
 from rlpost.advantages import batch_advantages
 from rlpost.allocators import make_allocator
-from rlpost.batching import build_shards
+from rlpost.batching import build_shards, micro_count
 from rlpost.collect import Collector, StepBatch
 from rlpost.config import RootConfig
 from rlpost.losses import LossSpec
@@ -50,13 +51,11 @@ class Trainer:
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO-family step; returns its metrics, each phase timed."""
-        timer = PhaseTimer()
+        timer, started = PhaseTimer(), time.perf_counter()
         self._last_step = step
         batch = self.collector.collect(step, timer)      # 1-4. sample, allocate, generate, score
         metrics = self.learn(batch, timer)               # 5-7. advantages, train, sync (+ probe)
-        metrics.update(timer.seconds)
-        metrics["time/step"] = sum(timer.seconds.values())
-        return metrics
+        return {**metrics, **step_timing(timer, time.perf_counter() - started, metrics["tokens/generated"])}
 
     def learn(self, batch: StepBatch, timer: PhaseTimer) -> dict[str, float]:
         """Advantages of the kept groups (and the sampler's feedback), the policy update and the weight sync; a
@@ -101,8 +100,11 @@ class Trainer:
         shards = build_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
                               constant=alg.loss_constant or self.config.rollout.max_new_tokens,
                               mask_truncated=alg.mask_truncated)
-        micro = max(_ceil_div(_ceil_div(s.input_ids_BT.shape[0], k), cfg.micro_batch_size) for s in shards)
-        return {f"train/{key}": value for key, value in self.workers.learner.train(shards, self.loss, micro).items()}
+        micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro)
+        sums = self.workers.learner.train(shards, self.loss, micro, cfg.max_tokens_per_micro)
+        positions, trained = sums.pop("positions", 0.0), sums.pop("trained_positions", 0.0)
+        padding = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
+        return {**{f"train/{key}": value for key, value in sums.items()}, **padding}
 
     def probe(self) -> float:
         """Largest |vLLM logprob - learner logprob| over the fixed probe sequences and every engine."""
@@ -120,6 +122,14 @@ def probe_diff(rollout: RolloutEngine, learner: LearnerGroup, sequences: list[li
     reference = learner.sequence_logprobs(sequences)
     return max(abs(a - b) for engine in rollout.sequence_logprobs(sequences) for seq_e, seq_l in zip(engine, reference)
                for a, b in zip(seq_e, seq_l))
+
+
+def step_timing(timer: PhaseTimer, wall_s: float, tokens: float) -> dict[str, float]:
+    """Each phase's seconds, their sum (`time/step`), the step's wall clock and what no phase holds
+    (`time/overhead`: the driver's own Python between phases), and generated tokens per second of wall clock."""
+    phases = sum(timer.seconds.values())
+    return {**timer.seconds, "time/step": phases, "time/wall": wall_s, "time/overhead": max(0.0, wall_s - phases),
+            "perf/tokens_per_s": tokens / wall_s if wall_s > 0 else float("nan")}
 
 
 def batch_metrics(batch: StepBatch) -> dict[str, float]:
@@ -152,7 +162,3 @@ def reward_metrics(groups: list[Group]) -> dict[str, float]:
     metrics["tokens/completion_len_mean"] = mean(lengths)
     metrics["tokens/truncated_frac"] = mean([float(s.finish_reason == "length") for _, s in samples])
     return metrics
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)

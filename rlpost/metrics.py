@@ -28,12 +28,13 @@ class MetricsLog:
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        """One record: the step, when it was written (unix seconds, JSON only) and the metrics."""
+        record = {"step": step, "timestamp": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tb is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                if key not in ("step", "timestamp") and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(key, value, step)
                 elif isinstance(value, list) and value:  # a per-item list (samples per prompt): a histogram
                     import numpy as np

@@ -180,6 +180,13 @@ class LearnerBatch:
         return LearnerBatch(self.input_ids_BT[lo:hi, :width], self.attention_mask_BT[lo:hi, :width],
                             *(getattr(self, k)[lo:hi, : width - 1] for k in self.PER_TOKEN))
 
+    def take(self, index: list[int]) -> LearnerBatch:
+        """The rows at `index`, in that order, with padding columns past the longest trimmed."""
+        rows = list(index)
+        width = max(2, int(self.attention_mask_BT[rows].sum(dim=1).max()))
+        return LearnerBatch(self.input_ids_BT[rows, :width], self.attention_mask_BT[rows, :width],
+                            *(getattr(self, k)[rows, : width - 1] for k in self.PER_TOKEN))
+
     def masked_row(self) -> LearnerBatch:
         """A one-row batch that trains nothing (keeps ranks' collective counts equal)."""
         zeros = [getattr(self, k)[:1] * 0 for k in self.PER_TOKEN]
@@ -243,7 +250,8 @@ class RolloutEngine(Protocol):
 class LearnerGroup(Protocol):
     """The DeepSpeed ranks, seen as one (rank 0's answer where every rank computes the same)."""
 
-    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int) -> dict[str, float]: ...
+    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int,
+              max_tokens_per_micro: int = 0) -> dict[str, float]: ...
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
 

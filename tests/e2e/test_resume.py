@@ -23,7 +23,8 @@ def _metrics(out: Path) -> dict[int, dict]:
 
 
 def _timing(key: str) -> bool:
-    return key.startswith("time/") or (key.startswith("sync/") and key.endswith("_s"))
+    return (key.startswith("time/") or (key.startswith("sync/") and key.endswith("_s"))
+            or key in ("timestamp", "perf/tokens_per_s"))
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):

@@ -106,3 +106,16 @@ def test_gvm_gradient_norms_under_zero3_match_a_local_model(stack, tmp_path):
     online = _trainer(stack, ["allocator.kind=gvm_online"])
     history = [online.step(step) for step in (1, 2)]
     assert all(m["alloc/n_mean"] == 4 and m["alloc/n_min"] >= 2 for m in history)
+
+
+def test_token_budget_micro_batches_train_with_less_padding(stack):
+    """learner.max_tokens_per_micro on the real 2-rank ZeRO-3 learner: ranks may plan different numbers of
+    micro-batches (filled with masked rows), the update runs, and fewer computed positions are padding."""
+    from rlpost.types import Group, Sample
+
+    groups = [Group(p, [Sample(p.uid, [5] * n, [-0.5] * n, "x", "stop") for n in (1, 6, 2, 6)],
+                    [1.0, -1.0, 0.5, -0.5]) for p in stack[3][:4]]
+    by_rows = _trainer(stack, ["learner.micro_batch_size=4"]).train(groups)
+    by_tokens = _trainer(stack, ["learner.micro_batch_size=4", "learner.max_tokens_per_micro=24"]).train(groups)
+    assert math.isfinite(by_tokens["train/loss"]) and by_tokens["train/grad_norm"] > 0
+    assert 0 <= by_tokens["perf/padding_frac"] < by_rows["perf/padding_frac"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from rlpost.batching import build_shards
+from rlpost.batching import build_shards, micro_plan, split_micro
 from rlpost.types import Group, Prompt, Sample
 
 
@@ -22,3 +22,32 @@ def test_more_ranks_than_samples_gives_fully_masked_shards():
     shards = build_shards([group], 2)
     assert shards[0].loss_mask_BT.sum() + shards[1].loss_mask_BT.sum() == 1
     assert min(s.loss_mask_BT.sum() for s in shards) == 0
+
+
+def test_micro_plan_without_a_budget_cuts_consecutive_rows():
+    assert micro_plan([5, 3, 9, 2, 7], 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_micro_plan_packs_rows_sorted_by_length_within_the_token_budget():
+    lengths = [10, 3, 9, 2, 4, 30]
+    plan = micro_plan(lengths, max_rows=3, max_tokens=20)
+    assert sorted(i for micro in plan for i in micro) == list(range(len(lengths)))  # every row exactly once
+    assert plan[0] == [5]  # longer than the budget: alone
+    for micro in plan[1:]:
+        assert len(micro) <= 3 and len(micro) * max(lengths[i] for i in micro) <= 20
+    assert plan[1] == [0, 2]  # 10 and 9 share (2 x 10); the short rows go together, not padded to 10
+    assert plan[2] == [4, 1, 3]
+
+
+def test_token_budget_cuts_padding():
+    groups = [Group(Prompt(u, "p", [1, 2], "a", "s"), [Sample(u, [3] * n, [-0.1] * n, "c", "stop")
+                                                       for n in (1, 12, 2, 11)], [1.0, -1.0, 0.5, -0.5])
+              for u in range(4)]
+    (shard,) = build_shards(groups, 1)
+
+    def padded(micros):
+        return sum(int(m.attention_mask_BT.numel() - m.attention_mask_BT.sum()) for m in micros)
+
+    by_rows, by_tokens = split_micro(shard, 4), split_micro(shard, 4, max_tokens=40)
+    assert sum(m.input_ids_BT.shape[0] for m in by_tokens) == 16
+    assert padded(by_tokens) < padded(by_rows) / 4

@@ -41,7 +41,7 @@ class FakeLearner:
     def __init__(self):
         self.trained, self.kl_calls = [], 0
 
-    def train(self, shards, loss, micro):
+    def train(self, shards, loss, micro, max_tokens_per_micro=0):
         self.trained.append(shards)
         return {"loss": 0.0, "clip_frac": 0.0}
 
@@ -182,3 +182,11 @@ def test_every_listed_filter_metric_and_exhaustion_policy_has_a_handler(metric, 
             trainer.step(1)
     else:
         assert trainer.step(1)["groups/gen_rounds"] == 1
+
+
+def test_step_reports_wall_clock_overhead_and_throughput():
+    trainer, _ = _trainer([])
+    m = trainer.step(1)
+    assert m["time/wall"] >= m["time/step"] > 0 and m["time/overhead"] >= 0
+    assert m["time/overhead"] == pytest.approx(m["time/wall"] - m["time/step"], abs=1e-9)
+    assert m["perf/tokens_per_s"] == pytest.approx(m["tokens/generated"] / m["time/wall"])

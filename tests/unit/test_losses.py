@@ -163,7 +163,7 @@ def _groups(seed: int, truncated_every: int = 0) -> list[Group]:
     return groups
 
 
-def _minibatch_losses_and_grads(shards, table, k, spec):
+def _minibatch_losses_and_grads(shards, table, k, spec, max_tokens=0):
     """Per global mini-batch j: the summed loss of every rank's j-th slice (as the learner runs it) and its grad."""
     out = []
     for j in range(k):
@@ -172,7 +172,7 @@ def _minibatch_losses_and_grads(shards, table, k, spec):
             lo, hi = minibatch_bounds(shard.input_ids_BT.shape[0], k)[j]
             if hi == lo:
                 continue
-            for micro in split_micro(shard.rows(lo, hi), 2):
+            for micro in split_micro(shard.rows(lo, hi), 2, max_tokens):
                 logits = table[micro.input_ids_BT[:, :-1]]
                 lp = torch.log_softmax(logits, -1).gather(-1, micro.input_ids_BT[:, 1:, None]).squeeze(-1)
                 loss, _ = policy_loss(lp, lp.detach() - 0.05, micro.advantages_BT,
@@ -206,6 +206,24 @@ def test_loss_and_gradient_invariant_to_rank_and_micro_batch_split(aggregation, 
                            minibatch_bounds(s.input_ids_BT.shape[0], k)[j][0]) for j in range(k)]
         if aggregation == "token-mean":  # each global mini-batch is a full token mean
             assert weight_sums == pytest.approx([1.0] * k, abs=1e-6)
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_token_budget_micro_batches_change_neither_loss_nor_gradient(aggregation, k):
+    """learner.max_tokens_per_micro regroups a mini-batch's rows by length; the weights were fixed per global
+    mini-batch, so each mini-batch's loss and gradient stay those of the row-count split."""
+    groups = _groups(0, truncated_every=4)
+    table = torch.randn(20, 20, dtype=torch.float64).requires_grad_()
+    spec = LossSpec(ratio_level="token")
+    kw = dict(updates_per_batch=k, aggregation=aggregation, constant=6.0, mask_truncated=True)
+    for world in (1, 2):
+        shards = build_shards(groups, world, **kw)
+        by_rows = _minibatch_losses_and_grads(shards, table, k, spec)
+        for budget in (8, 20, 10_000):
+            by_tokens = _minibatch_losses_and_grads(shards, table, k, spec, max_tokens=budget)
+            for (loss_a, grad_a), (loss_b, grad_b) in zip(by_rows, by_tokens, strict=True):
+                assert torch.allclose(loss_a, loss_b, atol=1e-12) and torch.allclose(grad_a, grad_b, atol=1e-12)
 
 
 def test_masked_truncated_completions_get_no_weight_but_count_as_sequences():
