@@ -82,3 +82,17 @@ def lm_head_grad_norms(model: Any, sequences: list[list[int]], prompt_lens: list
         d_logits = _head_terms(logits, targets, response)
         gram = torch.einsum("btv,bsv->bts", d_logits, d_logits) * torch.einsum("btd,bsd->bts", hidden, hidden)
     return [float(v) for v in gram.sum(dim=(1, 2)).clamp_min(0).sqrt()]
+
+
+def grad_norms(model: Any, sequences: list[list[int]], prompt_lens: list[int], kind: str, micro_batch_size: int,
+               device: torch.device) -> list[float]:
+    """Per sample, the gradient norm w.r.t. the input embedding ('embedding') or the output head ('lm_head', a
+    cheaper proxy), `micro_batch_size` sequences per forward."""
+    fns = {"embedding": embedding_grad_norms, "lm_head": lm_head_grad_norms}
+    if kind not in fns:
+        raise ValueError(f"grad_norms: unknown kind {kind!r}; rlpost/choices.py GradNorm lists {sorted(fns)}")
+    norms: list[float] = []
+    for lo in range(0, len(sequences), micro_batch_size):
+        norms += fns[kind](model, sequences[lo: lo + micro_batch_size], prompt_lens[lo: lo + micro_batch_size],
+                           device)
+    return norms

@@ -7,7 +7,8 @@ reference model is loaded when the objective uses a KL term (a full copy on ever
 one node trains). It writes Hugging Face checkpoints (`save_hf`) and DeepSpeed state for resume
 (`save_state` / `load_state`). The trainer side of weight sync is inherited from the transports' modules:
 `ObjectStoreSender` (actors/weight_sync.py) and `NativeVllmSender` (actors/weight_sync_gpu.py).
-Leaves out: sequence packing, a ZeRO-3-sharded reference model.
+Micro-batches are padded rows, or packed rows with position ids (learner.packing, rlpost/batching.py `pack_rows`).
+Leaves out: a ZeRO-3-sharded reference model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
+from actors.flops import matmul_params, peak_flops
 from actors.runtime import configure_process_env, injected_fault
 from actors.weight_sync import ObjectStoreSender
 from actors.weight_sync_gpu import NativeVllmSender, free_port
@@ -27,18 +29,25 @@ import torch
 
 from rlpost.batching import minibatch_bounds, pad_rows, split_micro
 from rlpost.config import LearnerConfig, ModelConfig
+from rlpost.flops import FORWARD, FORWARD_BACKWARD, sequence_flops
 from rlpost.losses import LossSpec, kl_estimate, policy_loss
 from rlpost.types import LearnerBatch
 
 
 def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor,
-                   entropy: str = "none") -> tuple[torch.Tensor, torch.Tensor | None]:
+                   entropy: str = "none", position_ids_BT: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(token t+1 | tokens ≤ t) for every position, [B, T-1], and the entropy of each next-token distribution.
 
     entropy: 'none' skips it, 'metric' computes it without a graph, 'grad' keeps its graph (entropy bonus).
+    position_ids_BT (packed rows): given instead of the attention mask, so each packed sequence attends to itself.
     """
-    logits = model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, use_cache=False).logits
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    if position_ids_BT is None:
+        inputs = {"attention_mask": attention_mask_BT}
+    else:
+        inputs = {"position_ids": position_ids_BT}
+    logits = model(input_ids=input_ids_BT, use_cache=False, **inputs).logits
+    log_probs = torch.log_softmax(logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     chosen = log_probs.gather(-1, input_ids_BT[:, 1:, None]).squeeze(-1)
     if entropy == "none":
         return chosen, None
@@ -86,6 +95,8 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         self.load_reference = load_reference
         self.engine: Any = None
         self.reference: Any = None
+        self.shape = (0, 0, 0)  # what sequence_flops needs: matmul parameters, layers, hidden size
+        self.peak_flops = float("nan")
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0 only: the address and a free port the group will meet at."""
@@ -110,10 +121,13 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                                                      trust_remote_code=self.model_cfg.trust_remote_code)
         if use_cuda:
             model = model.cuda()
+        self.shape = (matmul_params(model), int(getattr(model.config, "num_hidden_layers", 0)),
+                      int(getattr(model.config, "hidden_size", 0)))
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=(self.cfg.betas[0], self.cfg.betas[1]),
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
+        self.peak_flops = peak_flops(self.device, dtype)
         if self.load_reference:  # at start, so a reference that does not fit fails before the first step
             self._load_reference()
 
@@ -156,23 +170,15 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         return [float(kl[i, p - 1: len(s) - 1].sum()) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
 
     def grad_norms(self, sequences: list[list[int]], prompt_lens: list[int], kind: str) -> list[float]:
-        """Per sample, GVM's gradient norm of its summed response log-likelihood w.r.t. the input embedding
-        ('embedding') or the output head ('lm_head', a cheaper proxy), in micro-batches; no weight changes."""
-        from actors.gradnorm import embedding_grad_norms, lm_head_grad_norms
+        """Per sample, GVM's gradient norm of its summed response log-likelihood (actors/gradnorm.py), in
+        micro-batches; no weight changes."""
+        from actors.gradnorm import grad_norms
 
-        fns = {"embedding": embedding_grad_norms, "lm_head": lm_head_grad_norms}
-        if kind not in fns:
-            raise ValueError(f"grad_norms: unknown kind {kind!r}; rlpost/choices.py GradNorm lists {sorted(fns)}")
-        fn = fns[kind]
-        size = self.cfg.micro_batch_size
-        norms: list[float] = []
         self.engine.eval()
         try:
-            for lo in range(0, len(sequences), size):
-                norms += fn(self.engine.module, sequences[lo: lo + size], prompt_lens[lo: lo + size], self.device)
+            return grad_norms(self.engine.module, sequences, prompt_lens, kind, self.cfg.micro_batch_size, self.device)
         finally:
             self.engine.train()
-        return norms
 
     def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]:
@@ -186,20 +192,21 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         """
         injected_fault(f"learner.train.rank{self.rank}")
         k, epochs = loss.updates_per_batch, loss.epochs
-        plan = [_pad_count(split_micro(shard.rows(lo, hi) if hi > lo else shard.masked_row(),
-                                       self.cfg.micro_batch_size, max_tokens_per_micro), micro_batches)
-                for lo, hi in minibatch_bounds(shard.input_ids_BT.shape[0], k)]
+        plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size, max_tokens_per_micro, self.cfg.packing),
+                           micro_batches) for mini in _minibatches(shard, k)]
         off_policy = k > 1 or epochs > 1 or loss.tis_level != "none"
         with_ref = loss.needs_reference
         before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]
+        frozen_passes = FORWARD * (int(off_policy) + int(with_ref))
+        sums = {"model_flops": sum(_flops(m, self.shape, frozen_passes) for micros in plan for m in micros),
+                "peak_flops": self.peak_flops}
         entropy_mode = "grad" if loss.entropy_coef else "metric"
-        sums: dict[str, float] = {}
         for _ in range(epochs):
             for micros, frozen in zip(plan, before):
                 for micro, (old_lp, ref_lp) in zip(micros, frozen):
                     batch = micro.to(self.device)
                     logprobs, entropy = token_logprobs(self.engine, batch.input_ids_BT, batch.attention_mask_BT,
-                                                       entropy_mode)
+                                                       entropy_mode, batch.position_ids_BT)
                     old_lp = logprobs.detach() if old_lp is None else old_lp.to(self.device)
                     value, metrics = policy_loss(
                         logprobs, old_lp, batch.advantages_BT, batch.loss_weights_BT, batch.loss_mask_BT, loss,
@@ -212,6 +219,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                     _accumulate(sums, metrics, 1.0 / epochs)
                     _accumulate(sums, _mismatch(batch, old_lp), 1.0 / epochs)
                     _accumulate(sums, _positions(batch), 1.0 / epochs)
+                    _accumulate(sums, {"model_flops": _flops(micro, self.shape, FORWARD_BACKWARD)}, 1.0)
                     gap = (batch.rollout_logprobs_BT - old_lp).abs() * batch.loss_mask_BT
                     _accumulate(sums, {"logprob_mismatch_max": gap.max()}, None)
                 self.engine.step()
@@ -226,10 +234,11 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
             self._load_reference()
         if not off_policy and not with_ref:
             return None, None
-        ids, attn = micro.input_ids_BT.to(self.device), micro.attention_mask_BT.to(self.device)
+        on = micro.to(self.device)
+        args = (on.input_ids_BT, on.attention_mask_BT, "none", on.position_ids_BT)
         with torch.no_grad():
-            old = token_logprobs(self.engine, ids, attn)[0].cpu() if off_policy else None
-            ref = token_logprobs(self.reference, ids, attn)[0].cpu() if with_ref else None
+            old = token_logprobs(self.engine, *args)[0].cpu() if off_policy else None
+            ref = token_logprobs(self.reference, *args)[0].cpu() if with_ref else None
         return old, ref
 
     def save_hf(self, path: str) -> None:
@@ -268,6 +277,25 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
 
     def ping(self) -> int:
         return self.rank
+
+
+def _flops(micro: LearnerBatch, shape: tuple[int, int, int], passes: int) -> float:
+    """Model FLOPs of `passes` forward-equivalents over the micro-batch's trained rows (rlpost/flops.py); `shape`:
+    matmul parameters, layers, hidden size."""
+    if not passes:
+        return 0.0
+    trained = (micro.loss_mask_BT.sum(dim=1) > 0).tolist()
+    if micro.position_ids_BT is None:
+        lengths = [n for n, keep in zip(micro.sequence_lengths(), trained) if keep]
+    else:  # one packed row
+        lengths = micro.sequence_lengths() if any(trained) else []
+    return sequence_flops(lengths, *shape, passes)
+
+
+def _minibatches(shard: LearnerBatch, count: int) -> list[LearnerBatch]:
+    """The shard cut into `count` mini-batches (minibatch_bounds); an empty one is a fully masked row."""
+    return [shard.rows(lo, hi) if hi > lo else shard.masked_row()
+            for lo, hi in minibatch_bounds(shard.input_ids_BT.shape[0], count)]
 
 
 def _pad_count(batches: list[LearnerBatch], count: int) -> list[LearnerBatch]:

@@ -3,8 +3,8 @@
 The per-token loss weights are computed here, for each *global* mini-batch (rank shards are cut into
 `updates_per_batch` contiguous mini-batches by `minibatch_bounds`, the same function the learner uses), so the
 learners' weighted sums add up to the chosen aggregation however the samples are spread over ranks and
-micro-batches. Micro-batches are cut by rows, or by a token budget over rows sorted by length (`micro_plan`).
-Leaves out: padding-free sequence packing.
+micro-batches. Micro-batches are cut by rows, or by a token budget over rows sorted by length (`micro_plan`), and
+with packing each micro-batch's rows go end to end into one row without padding (`pack_rows`).
 """
 
 from __future__ import annotations
@@ -116,18 +116,23 @@ def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_to
     )
 
 
-def micro_plan(lengths: list[int], max_rows: int, max_tokens: int = 0) -> list[list[int]]:
+def micro_plan(lengths: list[int], max_rows: int, max_tokens: int = 0, packed: bool = False) -> list[list[int]]:
     """Row indices of each micro-batch of one mini-batch whose rows are `lengths` tokens long.
 
     max_tokens 0: consecutive slices of `max_rows` rows. Otherwise rows go longest first into micro-batches whose
     padded size (rows x their longest row) stays within `max_tokens` and whose rows stay within `max_rows`, so short
-    rows are not padded to a long one's length; a row longer than the budget gets a micro-batch of its own. The loss
-    weights were fixed per global mini-batch (build_shards), so the split changes no loss and no gradient.
+    rows are not padded to a long one's length; a row longer than the budget gets a micro-batch of its own.
+    packed: the budget counts the rows' own tokens (they are packed end to end, no padding), filled first-fit
+    longest first. The loss weights were fixed per global mini-batch (build_shards), so the split changes no loss
+    and no gradient.
     """
     if not max_tokens:
         return [list(range(lo, min(len(lengths), lo + max_rows))) for lo in range(0, len(lengths), max_rows)]
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if packed:
+        return _first_fit(order, lengths, max_rows, max_tokens)
     plan: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for i in order:
         current = plan[-1] if plan else []
         if current and len(current) < max_rows and (len(current) + 1) * lengths[current[0]] <= max_tokens:
             current.append(i)
@@ -136,16 +141,53 @@ def micro_plan(lengths: list[int], max_rows: int, max_tokens: int = 0) -> list[l
     return plan
 
 
-def split_micro(batch: LearnerBatch, micro_batch_size: int, max_tokens: int = 0) -> list[LearnerBatch]:
-    """Cut a mini-batch into micro-batches (micro_plan), trimming padding columns."""
+def _first_fit(order: list[int], lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Bins of row indices whose summed lengths stay within `max_tokens` (a longer row gets a bin of its own)."""
+    bins: list[list[int]] = []
+    loads: list[int] = []
+    for i in order:
+        for b, load in enumerate(loads):
+            if len(bins[b]) < max_rows and load + lengths[i] <= max_tokens:
+                bins[b].append(i)
+                loads[b] += lengths[i]
+                break
+        else:
+            bins.append([i])
+            loads.append(lengths[i])
+    return bins
+
+
+def pack_rows(batch: LearnerBatch, index: list[int]) -> LearnerBatch:
+    """The rows at `index` end to end in one row, without padding, with position ids restarting at each.
+
+    A sequence of n tokens brings its n-1 per-token values (position t predicts token t+1) and one zero for the
+    position that would predict the next sequence's first token; the row's last such position is dropped, so the
+    per-token tensors keep their [B, T-1] shape.
+    """
+    lengths = [int(batch.attention_mask_BT[i].sum()) for i in index]
+    ids = torch.cat([batch.input_ids_BT[i, :n] for i, n in zip(index, lengths)])[None]
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    per_token = {}
+    for key in LearnerBatch.PER_TOKEN:
+        values = getattr(batch, key)
+        parts = [torch.cat([values[i, : n - 1], values.new_zeros(1)]) for i, n in zip(index, lengths)]
+        per_token[key] = torch.cat(parts)[None, :-1]
+    return LearnerBatch(ids, torch.ones_like(ids), **per_token, position_ids_BT=positions)
+
+
+def split_micro(batch: LearnerBatch, micro_batch_size: int, max_tokens: int = 0,
+                packed: bool = False) -> list[LearnerBatch]:
+    """Cut a mini-batch into micro-batches (micro_plan), trimming padding columns, or packing each into one row."""
     lengths = [int(n) for n in batch.attention_mask_BT.sum(dim=1)]
-    return [batch.take(rows) for rows in micro_plan(lengths, micro_batch_size, max_tokens)]
+    plan = micro_plan(lengths, micro_batch_size, max_tokens, packed)
+    return [pack_rows(batch, rows) if packed else batch.take(rows) for rows in plan]
 
 
 def micro_count(shards: list[LearnerBatch], updates_per_batch: int, micro_batch_size: int,
-                max_tokens: int = 0) -> int:
+                max_tokens: int = 0, packed: bool = False) -> int:
     """The most micro-batches any rank needs for any mini-batch: every rank runs that many backwards (ZeRO reduces
     gradients inside each), filling with fully masked rows."""
-    counts = [len(micro_plan([int(n) for n in s.attention_mask_BT[lo:hi].sum(dim=1)], micro_batch_size, max_tokens))
+    counts = [len(micro_plan([int(n) for n in s.attention_mask_BT[lo:hi].sum(dim=1)], micro_batch_size, max_tokens,
+                             packed))
               for s in shards for lo, hi in minibatch_bounds(s.input_ids_BT.shape[0], updates_per_batch) if hi > lo]
     return max(counts, default=1)

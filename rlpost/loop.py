@@ -19,6 +19,7 @@ from rlpost.allocators import make_allocator
 from rlpost.batching import build_shards, micro_count
 from rlpost.collect import Collector, StepBatch
 from rlpost.config import RootConfig
+from rlpost.flops import mfu
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
 from rlpost.prepass import evaluate
@@ -72,6 +73,7 @@ class Trainer:
             return metrics
         with timer.phase("train"):                                    # 6. policy update
             metrics.update(self.train(trained))
+        metrics["perf/mfu"] = mfu(metrics["perf/model_flops"], timer.seconds["time/train"], metrics["perf/peak_flops"])
         with timer.phase("sync"):                                     # 7. weights into vLLM, then probe
             metrics.update(self.workers.weight_sync.sync())
             metrics["sync/probe_max_abs_diff"] = self.probe()
@@ -100,11 +102,12 @@ class Trainer:
         shards = build_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
                               constant=alg.loss_constant or self.config.rollout.max_new_tokens,
                               mask_truncated=alg.mask_truncated)
-        micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro)
+        micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro, cfg.packing)
         sums = self.workers.learner.train(shards, self.loss, micro, cfg.max_tokens_per_micro)
         positions, trained = sums.pop("positions", 0.0), sums.pop("trained_positions", 0.0)
-        padding = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
-        return {**{f"train/{key}": value for key, value in sums.items()}, **padding}
+        perf = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
+        perf.update({f"perf/{key}": sums.pop(key, float("nan")) for key in ("model_flops", "peak_flops")})
+        return {**{f"train/{key}": value for key, value in sums.items()}, **perf}
 
     def probe(self) -> float:
         """Largest |vLLM logprob - learner logprob| over the fixed probe sequences and every engine."""

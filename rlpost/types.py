@@ -160,7 +160,9 @@ class LearnerBatch:
 
     `loss_weights_BT` already holds the aggregation of each global mini-batch (e.g. 1 / its completion tokens for
     token-mean), so the learner's loss is a plain weighted sum and is invariant to how the batch is split.
-    `metric_weights_BT` is a token-mean over the whole global batch, for metrics.
+    `metric_weights_BT` is a token-mean over the whole global batch, for metrics. A packed batch
+    (rlpost/batching.py `pack_rows`) holds several sequences end to end in one row, with `position_ids_BT` restarting
+    at 0 at each; the model then gets position ids instead of an attention mask, and attends within each sequence.
     """
 
     input_ids_BT: Any  # torch.long [B, T]
@@ -170,18 +172,19 @@ class LearnerBatch:
     loss_weights_BT: Any  # torch.float [B, T-1]
     rollout_logprobs_BT: Any  # torch.float [B, T-1]: vLLM's sampled logprobs (mismatch metric, TIS)
     metric_weights_BT: Any  # torch.float [B, T-1]
+    position_ids_BT: Any = None  # torch.long [B, T], packed batches only
 
     PER_TOKEN: ClassVar[tuple[str, ...]] = ("loss_mask_BT", "advantages_BT", "loss_weights_BT",
                                             "rollout_logprobs_BT", "metric_weights_BT")
 
     def rows(self, lo: int, hi: int) -> LearnerBatch:
-        """Rows lo:hi, with padding columns past the longest row trimmed."""
+        """Rows lo:hi, with padding columns past the longest row trimmed (padded batches only)."""
         width = max(2, int(self.attention_mask_BT[lo:hi].sum(dim=1).max()))
         return LearnerBatch(self.input_ids_BT[lo:hi, :width], self.attention_mask_BT[lo:hi, :width],
                             *(getattr(self, k)[lo:hi, : width - 1] for k in self.PER_TOKEN))
 
     def take(self, index: list[int]) -> LearnerBatch:
-        """The rows at `index`, in that order, with padding columns past the longest trimmed."""
+        """The rows at `index`, in that order, with padding columns past the longest trimmed (padded batches only)."""
         rows = list(index)
         width = max(2, int(self.attention_mask_BT[rows].sum(dim=1).max()))
         return LearnerBatch(self.input_ids_BT[rows, :width], self.attention_mask_BT[rows, :width],
@@ -189,12 +192,23 @@ class LearnerBatch:
 
     def masked_row(self) -> LearnerBatch:
         """A one-row batch that trains nothing (keeps ranks' collective counts equal)."""
-        zeros = [getattr(self, k)[:1] * 0 for k in self.PER_TOKEN]
-        return LearnerBatch(self.input_ids_BT[:1], self.attention_mask_BT[:1], *zeros)
+        zeros = {k: getattr(self, k)[:1] * 0 for k in self.PER_TOKEN}
+        positions = None if self.position_ids_BT is None else self.position_ids_BT[:1]
+        return LearnerBatch(self.input_ids_BT[:1], self.attention_mask_BT[:1], **zeros, position_ids_BT=positions)
 
     def to(self, device: Any) -> LearnerBatch:
+        positions = None if self.position_ids_BT is None else self.position_ids_BT.to(device)
         return LearnerBatch(self.input_ids_BT.to(device), self.attention_mask_BT.to(device),
-                            *(getattr(self, k).to(device) for k in self.PER_TOKEN))
+                            **{k: getattr(self, k).to(device) for k in self.PER_TOKEN}, position_ids_BT=positions)
+
+    def sequence_lengths(self) -> list[int]:
+        """Token count of each sequence the batch holds (a packed row holds several)."""
+        if self.position_ids_BT is None:
+            return [int(n) for n in self.attention_mask_BT.sum(dim=1)]
+        starts = (self.position_ids_BT == 0).nonzero().tolist()  # (row, column) of each sequence's first token
+        width = self.position_ids_BT.shape[1]
+        return [(starts[i + 1][1] if i + 1 < len(starts) and starts[i + 1][0] == row else width) - col
+                for i, (row, col) in enumerate(starts)]
 
 
 @dataclass
