@@ -5,8 +5,8 @@ Usage: python scripts/bench_vs_trl.py [--quick] [--prompts N] [--systems rlpost,
 Both systems train the same randomly initialised 13.7M Llama (the embedded character tokenizer; 512 hidden, 4
 layers) on the same prompts, with the same reward file (scripts/_bench_reward.py, called unchanged by both), the
 same batch (prompts x samples), completion cap, optimizer (torch AdamW: lr, betas, eps, weight decay, grad clip),
-loss (token-mean PPO clip 0.2, no KL) and precision (fp32). rlpost runs through its CLI as a subprocess; TRL and the
-bare vLLM engine each run in a child process of this script, one system at a time. --quick is the issue's setting
+loss (token-mean PPO clip 0.2, no KL) and precision (fp32; --dtype bfloat16 for both). rlpost runs through its CLI
+as a subprocess; TRL and the bare vLLM engine each run in a child process of this script, one system at a time. --quick is the issue's setting
 (16 x 8, 128 new tokens, 6 steps, about 4 minutes on 2 cores); the default runs 11 steps for less noise.
 
 What it prints, per system, with the first `--warmup` steps dropped:
@@ -67,7 +67,8 @@ class Settings:
     temperature: float = 1.0
     micro_batch: int = 64  # sequences per forward/backward (rlpost: per learner rank)
     learner_ranks: int = 2  # rlpost's DeepSpeed ranks; TRL runs in one process
-    rollout_cpus: int = 1  # rlpost's vLLM actor CPUs (Ray sets its OMP threads to this); the bare engine matches
+    rollout_cpus: int = 2  # rlpost's vLLM actor CPUs (Ray sets its OMP threads to this); the bare engine matches
+    dtype: str = "float32"  # or bfloat16: TRL autocasts (bf16=True), rlpost trains bf16 weights, vLLM samples in it
     seed: int = 0
 
 
@@ -81,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=8, help="samples per prompt (group size)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="completion cap")
     parser.add_argument("--learner-ranks", type=int, default=2, help="rlpost learner ranks")
+    parser.add_argument("--rollout-cpus", type=int, default=2,
+                        help="rlpost's vLLM actor CPUs (its OMP threads; the learner idles while it generates); the "
+                             "bare engine gets as many threads")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="precision of both systems: bfloat16 makes TRL autocast (bf16=True) and rlpost train "
+                             "bfloat16 weights (DeepSpeed keeps fp32 master weights), with vLLM sampling in bfloat16")
     parser.add_argument("--systems", type=_systems, default=SYSTEMS, help="comma-separated subset of rlpost,trl,bare")
     parser.add_argument("--rlpost-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra rlpost override (repeatable), e.g. learner.micro_batch_size=32")
@@ -106,7 +113,8 @@ def _systems(text: str) -> tuple[str, ...]:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
-                    steps=args.steps, warmup=args.warmup, learner_ranks=args.learner_ranks)
+                    steps=args.steps, warmup=args.warmup, learner_ranks=args.learner_ranks,
+                    rollout_cpus=args.rollout_cpus, dtype=args.dtype)
 
 
 # ---------------------------------------------------------------- summaries (pure; unit-tested)
@@ -148,6 +156,8 @@ def rlpost_summary(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]
                       if kept and all("time/generate" in r for r in kept) else float("nan"))
     return {**summarize(step_seconds(records), [float(r["tokens/generated"]) for r in records], warmup),
             "phases": {k: sum(float(r.get(k, 0.0)) for r in kept) / len(kept) for k in phases},
+            "perf": {k: sum(float(r[k]) for r in kept) / len(kept) for k in ("perf/padding_frac", "perf/mfu")
+                     if kept and all(k in r for r in kept)},
             "generate_tokens_per_s": generate_tok_s}
 
 
@@ -183,6 +193,8 @@ def format_phases(summary: dict[str, Any]) -> str:
     lines = [f"{'rlpost phase':<20} {'s':>7} {'share':>7}"]
     for key, seconds in summary["phases"].items():
         lines.append(f"{key:<20} {seconds:>7.2f} {100 * seconds / step:>6.0f}%")
+    for key, value in summary.get("perf", {}).items():  # shares of the train phase's positions and peak FLOPs
+        lines.append(f"{key:<20} {100 * value:>14.0f}%")
     return "\n".join(lines)
 
 
@@ -249,7 +261,7 @@ def versions() -> dict[str, str]:
 def rlpost_overrides(s: Settings, model: Path, data: Path, runs: Path) -> list[str]:
     """`key=value` overrides of the quickstart recipe that match the shared settings."""
     return [
-        f"model.path={model}", "model.dtype=float32", "data.source=jsonl", f"data.path={data}", "data.eval_split=",
+        f"model.path={model}", f"model.dtype={s.dtype}", "data.source=jsonl", f"data.path={data}", "data.eval_split=",
         f"data.max_prompt_tokens={PROMPT_TOKENS}",
         f"reward.functions=[{REWARD_FILE}:{REWARD_FN}]",
         f"rollout.samples_per_prompt={s.samples}", f"rollout.max_new_tokens={s.max_new_tokens}",
@@ -319,7 +331,7 @@ def trl_config(s: Settings, output_dir: Path) -> Any:
         raise ValueError(f"prompts x samples ({batch}) must be a multiple of the micro-batch ({micro}), itself a "
                          f"multiple of samples ({s.samples})")
     return GRPOConfig(
-        output_dir=str(output_dir), use_cpu=True, bf16=False, fp16=False, seed=s.seed, report_to=[],
+        output_dir=str(output_dir), use_cpu=True, bf16=s.dtype == "bfloat16", fp16=False, seed=s.seed, report_to=[],
         per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,
         steps_per_generation=batch // micro, num_generations=s.samples, max_completion_length=s.max_new_tokens,
         temperature=s.temperature, top_p=1.0, beta=0.0, loss_type="dapo", scale_rewards="group",
@@ -398,32 +410,42 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
         groups = engine.generate(requests)
         step_s.append(time.perf_counter() - started)
         tokens.append(float(sum(len(sample.token_ids) for group in groups for sample in group)))
-    return {"label": f"bare vLLM engine (generate only, {s.rollout_cpus} thread)", "step_s": step_s,
+    threads = f"{s.rollout_cpus} thread" + ("s" if s.rollout_cpus > 1 else "")
+    return {"label": f"bare vLLM engine (generate only, {threads})", "step_s": step_s,
             "tokens": tokens, "torch_threads": torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------- the report
 
-DIFFERENCES = (
-    "TRL defaults changed to match rlpost: gradient_checkpointing off (TRL's default recomputes activations in the "
-    "backward), bf16 off, constant lr, optim adamw_torch, adam beta2 0.99, micro-batches of 64; one generation "
-    "per optimizer step, so neither runs an old-logprob forward (on-policy).",
-    "generation: TRL samples with HF generate in the training process; rlpost with a vLLM-CPU engine in its own "
-    "Ray actor (1 CPU), and syncs weights into it after each step (the sync is in rlpost's step time).",
-    "processes: TRL is one process with torch's default threads (all cores); rlpost runs the vLLM actor, the "
-    "learner ranks (1 CPU each, DeepSpeed ZeRO-1 over gloo) and a reward worker on the same cores.",
-    "micro-batches: TRL trains micro-batches of 64 sequences in one process; rlpost 64 per rank on each rank.",
-    "advantages: both scale by the group std (ddof 1); eps 1e-4 in TRL, 1e-6 in rlpost (no effect at this reward).",
-    "rlpost's step also runs a logprob probe after each sync (sync.probe_sequences) and holds its Ray calls.",
-    "tokens/step differ when the policies sample different lengths: the same weights, but different samplers "
-    "and seeds; compare tokens/s of step, not s/step.",
-)
+def differences(s: Settings) -> tuple[str, ...]:
+    """What still differs between the two systems' runs, printed under the table."""
+    precision = ("both in fp32." if s.dtype == "float32" else
+                 "bf16: TRL autocasts an fp32 model (accelerate's mixed precision); rlpost "
+                 "holds bf16 weights with fp32 master weights in DeepSpeed's optimizer, and vLLM samples in bf16.")
+    return (
+        "TRL defaults changed to match rlpost: gradient_checkpointing off (TRL's default recomputes activations in "
+        "the backward), constant lr, optim adamw_torch, adam beta2 0.99, micro-batches of 64; one generation per "
+        "optimizer step, so neither runs an old-logprob forward (on-policy).",
+        f"precision: {precision}",
+        "generation: TRL samples with HF generate in the training process; rlpost with a vLLM-CPU engine in its own "
+        f"Ray actor ({s.rollout_cpus} CPU{'s' if s.rollout_cpus > 1 else ''}: the learner is idle while it generates), and syncs weights into it "
+        "after each step (the sync is in rlpost's step time).",
+        "processes: TRL is one process with torch's default threads (all cores); rlpost runs the vLLM actor, the "
+        "learner ranks (1 CPU each, DeepSpeed ZeRO-1 over gloo) and a reward worker on the same cores.",
+        "micro-batches: TRL trains micro-batches of 64 sequences in one process; rlpost up to 64 per rank on each "
+        "rank, grouped by length under learner.max_tokens_per_micro (1024 tokens by default).",
+        "advantages: both scale by the group std (ddof 1); eps 1e-4 in TRL, 1e-6 in rlpost (no effect at this "
+        "reward).",
+        "rlpost's step also runs a logprob probe after each sync (sync.probe_sequences) and holds its Ray calls.",
+        "tokens/step differ when the policies sample different lengths: the same weights, but different samplers "
+        "and seeds; compare tokens/s of step, not s/step.",
+    )
 
 
 def report(results: dict[str, dict[str, Any]], s: Settings, found: dict[str, str]) -> str:
     """Everything printed: settings, versions, the table, rlpost's phases, rollout efficiency, the differences."""
     lines = [f"settings: {s.prompts} prompts x {s.samples} samples, up to {s.max_new_tokens} new tokens, "
-             f"{s.steps} steps ({s.warmup} dropped as warm-up), fp32, AdamW lr {s.lr} betas {s.betas} eps "
+             f"{s.steps} steps ({s.warmup} dropped as warm-up), {s.dtype}, AdamW lr {s.lr} betas {s.betas} eps "
              f"{s.adam_eps} wd {s.weight_decay}, grad clip {s.grad_clip}, PPO clip {s.clip_eps}, no KL, "
              "token-mean loss",
              "versions: " + ", ".join(f"{k} {v}" for k, v in found.items()), "", format_table(results)]
@@ -436,7 +458,7 @@ def report(results: dict[str, dict[str, Any]], s: Settings, found: dict[str, str
         lines += ["", format_phases(results["rlpost"])]
         if "tokens_per_s" in results.get("bare", {}):
             lines.append(format_rollout(results["rlpost"], results["bare"]))
-    lines += ["", "what differs:", *(f"- {d}" for d in DIFFERENCES)]
+    lines += ["", "what differs:", *(f"- {d}" for d in differences(s))]
     return "\n".join(lines)
 
 
@@ -474,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = ratios(results["rlpost"], results["trl"]) if all(
             "s_per_step" in results.get(n, {}) for n in ("rlpost", "trl")) else {}
         args.out.write_text(json.dumps({"settings": asdict(s), "versions": found, "results": results,
-                                        "ratios_rlpost_over_trl": ratio, "differences": DIFFERENCES}, indent=2))
+                                        "ratios_rlpost_over_trl": ratio, "differences": differences(s)}, indent=2))
     if any("error" in r for r in results.values()):
         sys.exit(1)
 

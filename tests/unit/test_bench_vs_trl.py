@@ -105,3 +105,25 @@ def test_shared_reward_varies_and_takes_both_calling_conventions():
     scores = digit_fraction(prompts=["1+2="] * 3, completions=["12ab", "", "zz"], completion_ids=[[1], [], [2]],
                             answer=["3"] * 3, trainer_state=None)
     assert scores == [0.5, 0.0, 0.0]
+
+
+def test_precision_and_rollout_threads_reach_both_systems(tmp_path):
+    args = bench.parse_args(["--dtype", "bfloat16", "--rollout-cpus", "1"])
+    s = bench.settings_from(args)
+    assert (s.dtype, s.rollout_cpus) == ("bfloat16", 1)
+    overrides = dict(o.split("=", 1) for o in bench.rlpost_overrides(s, Path("/m"), Path("/d.jsonl"), Path("/r")))
+    assert overrides["model.dtype"] == "bfloat16" and overrides["resources.rollout_cpus"] == "1"
+    assert bench.trl_config(s, tmp_path).bf16 is True
+    assert bench.trl_config(bench.Settings(), tmp_path).bf16 is False
+    text = bench.report({}, s, {})
+    assert "bfloat16" in text and "TRL autocasts" in text and "(1 CPU:" in text
+    assert "both in fp32" in bench.report({}, bench.Settings(), {})
+
+
+def test_phase_table_shows_padding_and_mfu():
+    records = [_record(step, 10.0, 1000.0, 2.0) | {"perf/padding_frac": 0.1 * step, "perf/mfu": 0.5}
+               for step in (1, 2, 3)]
+    summary = bench.rlpost_summary(records, warmup=1)
+    assert summary["perf"] == pytest.approx({"perf/padding_frac": 0.25, "perf/mfu": 0.5})
+    text = bench.format_phases(summary)
+    assert "perf/padding_frac" in text and "25%" in text and "50%" in text
