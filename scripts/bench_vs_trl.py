@@ -69,6 +69,7 @@ class Settings:
     learner_ranks: int = 2  # rlpost's DeepSpeed ranks; TRL runs in one process
     rollout_cpus: int = 2  # rlpost's vLLM actor CPUs (Ray sets its OMP threads to this); the bare engine matches
     dtype: str = "float32"  # or bfloat16: TRL autocasts (bf16=True), rlpost trains bf16 weights, vLLM samples in it
+    trl_device: str = "cpu"  # cuda: TRL trains on the GPU and samples with vLLM colocated in its process
     seed: int = 0
 
 
@@ -88,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="precision of both systems: bfloat16 makes TRL autocast (bf16=True) and rlpost train "
                              "bfloat16 weights (DeepSpeed keeps fp32 master weights), with vLLM sampling in bfloat16")
+    parser.add_argument("--trl-device", choices=("cpu", "cuda"), default="cpu",
+                        help="where TRL runs: cuda trains on the GPU and samples with vLLM in colocate mode (pass "
+                             "rlpost's GPU placement with --rlpost-set resources...; scripts/gpu_check.py does)")
     parser.add_argument("--systems", type=_systems, default=SYSTEMS, help="comma-separated subset of rlpost,trl,bare")
     parser.add_argument("--rlpost-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra rlpost override (repeatable), e.g. learner.micro_batch_size=32")
@@ -114,7 +118,7 @@ def _systems(text: str) -> tuple[str, ...]:
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
                     steps=args.steps, warmup=args.warmup, learner_ranks=args.learner_ranks,
-                    rollout_cpus=args.rollout_cpus, dtype=args.dtype)
+                    rollout_cpus=args.rollout_cpus, dtype=args.dtype, trl_device=args.trl_device)
 
 
 # ---------------------------------------------------------------- summaries (pure; unit-tested)
@@ -330,8 +334,11 @@ def trl_config(s: Settings, output_dir: Path) -> Any:
     if batch % micro or micro % s.samples:
         raise ValueError(f"prompts x samples ({batch}) must be a multiple of the micro-batch ({micro}), itself a "
                          f"multiple of samples ({s.samples})")
+    gpu = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3,
+           "vllm_max_model_length": s.max_new_tokens + PROMPT_TOKENS + 1,
+           "vllm_importance_sampling_correction": False} if s.trl_device == "cuda" else {}  # rlpost's bench runs no TIS
     return GRPOConfig(
-        output_dir=str(output_dir), use_cpu=True, bf16=s.dtype == "bfloat16", fp16=False, seed=s.seed, report_to=[],
+        **gpu, output_dir=str(output_dir), use_cpu=s.trl_device == "cpu", bf16=s.dtype == "bfloat16", fp16=False, seed=s.seed, report_to=[],
         per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,
         steps_per_generation=batch // micro, num_generations=s.samples, max_completion_length=s.max_new_tokens,
         temperature=s.temperature, top_p=1.0, beta=0.0, loss_type="dapo", scale_rewards="group",
@@ -377,7 +384,8 @@ def child_trl(spec: dict[str, Any]) -> dict[str, Any]:
                           train_dataset=load_dataset("json", data_files=spec["data"], split="train"),
                           processing_class=AutoTokenizer.from_pretrained(spec["model"]), callbacks=[clock])
     trainer.train()
-    return {"label": "TRL GRPOTrainer (HF generate, use_cpu)", "step_s": clock.step_s,
+    label = "HF generate, use_cpu" if s.trl_device == "cpu" else "vLLM colocate, GPU"
+    return {"label": f"TRL GRPOTrainer ({label})", "step_s": clock.step_s,
             "tokens": [m * s.prompts * s.samples for m in clock.mean_lengths], "torch_threads": torch.get_num_threads()}
 
 

@@ -15,9 +15,9 @@ The checks: the install; the GPU, torch and imports; the vLLM names actors/ uses
 model; the DeepSpeed learner in bf16 with ZeRO-2 and ZeRO-3 (CPU transport, so the learner is judged alone); the
 IPC and NCCL weight transports with the logprob probe (`sync/probe_max_abs_diff` in metrics.jsonl after every sync,
 at most --probe-tol); a vLLM engine killed mid-run (RLPOST_INJECT_FAULT) rejoining each transport; the quickstart
-recipe; the peer benchmark. NCCL refuses two ranks on one device, so its checks need two GPUs and are skipped on
-one; IPC needs the learner and vLLM on one GPU. The bench runs as it is: rlpost on the GPU, TRL's GRPOTrainer on
-the CPU (bench_vs_trl.py has no GPU mode for TRL yet).
+recipe; the peer benchmark in bf16 (rlpost on the GPU, TRL's GRPOTrainer on the GPU sampling with vLLM in colocate
+mode). NCCL refuses two ranks on one device, so its checks need two GPUs and are skipped on one; IPC needs the
+learner and vLLM on one GPU.
 Standard library only at module level: the parent runs under the image's bare Python; checks are child processes.
 """
 
@@ -176,7 +176,7 @@ def judge_bench(result_json: Path) -> Judge:
         results = json.loads(result_json.read_text())["results"]
         cells = [f"{name} {r['tokens_per_s']:,.0f} tok/s ({r['s_per_step']:.2f} s/step)"
                  for name, r in results.items() if "tokens_per_s" in r]
-        return "PASS", "; ".join(cells) + " (TRL on the CPU)"
+        return "PASS", "; ".join(cells)
     return judge
 
 
@@ -362,8 +362,10 @@ def build_checks(gpus: int, work: Path, out: Path, probe_tol: float, stage: Path
               train_argv("quickstart", work, [*quick_where, "rollout.gpu_memory_utilization=0.25", "run.steps=30",
                                               "run.tensorboard=false", "run.progress_bar=false"]),
               360, judge_run(30, probe_tol), quick_env),
-        Check("bench", "scripts/bench_vs_trl.py --quick --steps 3: rlpost on the GPU, TRL on the CPU, bare vLLM",
+        Check("bench", "scripts/bench_vs_trl.py --quick --steps 3 in bf16: rlpost and TRL (vLLM colocate) on the "
+              "GPU, bare vLLM",
               (sys.executable, "scripts/bench_vs_trl.py", "--quick", "--steps", "3", "--learner-ranks", "1",
+               "--trl-device", "cuda", "--dtype", "bfloat16",
                "--workdir", str((work / "bench").resolve()), "--out", str(bench_json.resolve()), *bench_sets),
               420, judge_bench(bench_json), placement(1, "cpu")[1]),
     ]

@@ -127,3 +127,12 @@ def test_phase_table_shows_padding_and_mfu():
     assert summary["perf"] == pytest.approx({"perf/padding_frac": 0.25, "perf/mfu": 0.5})
     text = bench.format_phases(summary)
     assert "perf/padding_frac" in text and "25%" in text and "50%" in text
+
+
+def test_trl_on_the_gpu_samples_with_colocated_vllm(tmp_path):
+    s = bench.settings_from(bench.parse_args(["--trl-device", "cuda"]))  # bf16 without a GPU: TRL refuses
+    config = bench.trl_config(s, tmp_path)
+    assert config.use_vllm and config.vllm_mode == "colocate" and not config.use_cpu
+    assert config.vllm_importance_sampling_correction is False and config.vllm_max_model_length > 128
+    cpu = bench.trl_config(bench.Settings(), tmp_path)
+    assert cpu.use_cpu and not cpu.use_vllm

@@ -260,7 +260,7 @@ def test_bench_judge(tmp_path):
         "rlpost": {"tokens_per_s": 5234.4, "s_per_step": 1.5}, "trl": {"tokens_per_s": 630.0, "s_per_step": 13.4},
         "bare": {"error": "bare exited 1"}}}))
     assert judge(_outcome(tmp_path, 0, "")) == (
-        "PASS", "rlpost 5,234 tok/s (1.50 s/step); trl 630 tok/s (13.40 s/step) (TRL on the CPU)")
+        "PASS", "rlpost 5,234 tok/s (1.50 s/step); trl 630 tok/s (13.40 s/step)")
 
 
 def test_long_logs_keep_head_and_tail(tmp_path):

@@ -28,7 +28,7 @@ MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 200
 MAX_STEP_LINES = 29  # "under 30"
 PURE_MATH = ("rlpost.advantages", "rlpost.losses", "rlpost.curriculum", "rlpost.allocation", "rlpost.shaping",
-             "rlpost.choices")  # rlpost.choices is skipped while it does not exist
+             "rlpost.flops", "rlpost.choices")  # rlpost.choices is skipped while it does not exist
 PURE_MATH_FORBIDDEN = ("ray", "vllm", "deepspeed", "rlpost.config", "rlpost.recipes", "actors")
 CORE_FORBIDDEN = ("actors",)
 ENTRY_POINTS = "rlpost.app"
