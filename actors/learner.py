@@ -56,6 +56,16 @@ def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: to
     return chosen, ent
 
 
+def load_model(path: str, cfg: ModelConfig) -> Any:
+    """The Hugging Face causal LM at `path` in the recipe's dtype and attention implementation (typed Any:
+    transformers' own annotations reject `.to`)."""
+    from transformers import AutoModelForCausalLM
+
+    extra = {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32,
+                                                trust_remote_code=cfg.trust_remote_code, **extra)
+
+
 def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:
     """DeepSpeed config: the caller owns accumulation (one `step()` per optimizer step, any number of backwards);
     learner.deepspeed is merged over it key by key."""
@@ -105,7 +115,6 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
     def init(self, master_addr: str, master_port: int, timeout_s: float) -> None:
         """Join the process group and build the DeepSpeed engine (blocks until every rank has joined)."""
         import deepspeed
-        from transformers import AutoModelForCausalLM
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
@@ -116,9 +125,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                                                  timeout=timedelta(seconds=timeout_s))
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(self.cfg.seed)
-        dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
-        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
-                                                     trust_remote_code=self.model_cfg.trust_remote_code)
+        model = load_model(self.model_path, self.model_cfg)
         if use_cuda:
             model = model.cuda()
         self.shape = (matmul_params(model), int(getattr(model.config, "num_hidden_layers", 0)),
@@ -127,18 +134,13 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
-        self.peak_flops = peak_flops(self.device, dtype)
+        self.peak_flops = peak_flops(self.device, model.dtype)
         if self.load_reference:  # at start, so a reference that does not fit fails before the first step
             self._load_reference()
 
     def _load_reference(self) -> None:
         """The frozen initial policy, from the same files the learner started from."""
-        from transformers import AutoModelForCausalLM
-
-        dtype = torch.bfloat16 if self.model_cfg.dtype == "bfloat16" else torch.float32
-        reference: Any = AutoModelForCausalLM.from_pretrained(  # transformers' own annotations reject `.to`
-            self.model_path, dtype=dtype, trust_remote_code=self.model_cfg.trust_remote_code)
-        self.reference = reference.to(self.device)
+        self.reference = load_model(self.model_path, self.model_cfg).to(self.device)
         self.reference.eval().requires_grad_(False)
 
     def has_reference(self) -> bool:

@@ -14,6 +14,7 @@ import typing
 from typing import Any, Literal
 
 Dtype = Literal["float32", "bfloat16"]
+AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]  # auto: transformers' default
 DataSource = Literal["embedded", "jsonl", "parquet", "hf"]
 ChatTemplate = Literal["auto", "none"]
 Preset = Literal["", "grpo", "dr_grpo", "dapo", "gspo"]  # '' = no preset; the switches are in rlpost/presets.py

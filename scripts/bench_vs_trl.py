@@ -70,6 +70,7 @@ class Settings:
     rollout_cpus: int = 2  # rlpost's vLLM actor CPUs (Ray sets its OMP threads to this); the bare engine matches
     dtype: str = "float32"  # or bfloat16: TRL autocasts (bf16=True), rlpost trains bf16 weights, vLLM samples in it
     trl_device: str = "cpu"  # cuda: TRL trains on the GPU and samples with vLLM colocated in its process
+    attn: str = "auto"  # both trained models' attention implementation (auto: transformers' default, sdpa)
     seed: int = 0
 
 
@@ -89,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="precision of both systems: bfloat16 makes TRL autocast (bf16=True) and rlpost train "
                              "bfloat16 weights (DeepSpeed keeps fp32 master weights), with vLLM sampling in bfloat16")
+    parser.add_argument("--attn-implementation", choices=("auto", "sdpa", "eager", "flash_attention_2"),
+                        default="auto", help="attention kernel of both trained models (rlpost's learner and TRL's "
+                                             "policy; vLLM picks its own)")
     parser.add_argument("--trl-device", choices=("cpu", "cuda"), default="cpu",
                         help="where TRL runs: cuda trains on the GPU and samples with vLLM in colocate mode (pass "
                              "rlpost's GPU placement with --rlpost-set resources...; scripts/gpu_check.py does)")
@@ -118,7 +122,8 @@ def _systems(text: str) -> tuple[str, ...]:
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(prompts=args.prompts, samples=args.samples, max_new_tokens=args.max_new_tokens,
                     steps=args.steps, warmup=args.warmup, learner_ranks=args.learner_ranks,
-                    rollout_cpus=args.rollout_cpus, dtype=args.dtype, trl_device=args.trl_device)
+                    rollout_cpus=args.rollout_cpus, dtype=args.dtype, trl_device=args.trl_device,
+                    attn=args.attn_implementation)
 
 
 # ---------------------------------------------------------------- summaries (pure; unit-tested)
@@ -265,7 +270,7 @@ def versions() -> dict[str, str]:
 def rlpost_overrides(s: Settings, model: Path, data: Path, runs: Path) -> list[str]:
     """`key=value` overrides of the quickstart recipe that match the shared settings."""
     return [
-        f"model.path={model}", f"model.dtype={s.dtype}", "data.source=jsonl", f"data.path={data}", "data.eval_split=",
+        f"model.path={model}", f"model.dtype={s.dtype}", f"model.attn_implementation={s.attn}", "data.source=jsonl", f"data.path={data}", "data.eval_split=",
         f"data.max_prompt_tokens={PROMPT_TOKENS}",
         f"reward.functions=[{REWARD_FILE}:{REWARD_FN}]",
         f"rollout.samples_per_prompt={s.samples}", f"rollout.max_new_tokens={s.max_new_tokens}",
@@ -378,7 +383,8 @@ def child_trl(spec: dict[str, Any]) -> dict[str, Any]:
                 self.mean_lengths.append(float(logs["completions/mean_length"]))
 
     clock = StepClock()
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    attn = {} if s.attn == "auto" else {"attn_implementation": s.attn}
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32, **attn)
     trainer = GRPOTrainer(model=model, reward_funcs=getattr(reward_module, REWARD_FN),
                           args=trl_config(s, Path(spec["workdir"]) / "trl"),
                           train_dataset=load_dataset("json", data_files=spec["data"], split="train"),
@@ -430,7 +436,9 @@ def differences(s: Settings) -> tuple[str, ...]:
     precision = ("both in fp32." if s.dtype == "float32" else
                  "bf16: TRL autocasts an fp32 model (accelerate's mixed precision); rlpost "
                  "holds bf16 weights with fp32 master weights in DeepSpeed's optimizer, and vLLM samples in bf16.")
+    attention = "transformers' default (sdpa)" if s.attn == "auto" else s.attn
     return (
+        f"attention in both trained models: {attention}; vLLM picks its own kernel.",
         "TRL defaults changed to match rlpost: gradient_checkpointing off (TRL's default recomputes activations in "
         "the backward), constant lr, optim adamw_torch, adam beta2 0.99, micro-batches of 64; one generation per "
         "optimizer step, so neither runs an old-logprob forward (on-policy).",

@@ -136,3 +136,11 @@ def test_trl_on_the_gpu_samples_with_colocated_vllm(tmp_path):
     assert config.vllm_importance_sampling_correction is False and config.vllm_max_model_length > 128
     cpu = bench.trl_config(bench.Settings(), tmp_path)
     assert cpu.use_cpu and not cpu.use_vllm
+
+
+def test_attention_implementation_reaches_both_systems():
+    s = bench.settings_from(bench.parse_args(["--attn-implementation", "eager"]))
+    overrides = dict(o.split("=", 1) for o in bench.rlpost_overrides(s, Path("/m"), Path("/d.jsonl"), Path("/r")))
+    assert overrides["model.attn_implementation"] == "eager"
+    assert "attention in both trained models: eager" in bench.report({}, s, {})
+    assert "default (sdpa)" in bench.report({}, bench.Settings(), {})

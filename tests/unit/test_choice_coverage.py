@@ -200,7 +200,9 @@ COVERED_ELSEWHERE = {
     "DynamicSamplingMetric": "tests/unit/test_dynamic_sampling.py (every metric and policy)",
     "OnGenRoundsExhausted": "tests/unit/test_dynamic_sampling.py (every metric and policy)",
     "OnErrorPolicy": "tests/unit/test_reward_worker.py and test_scoring.py (raise and skip)",
-    "GradNorm": "actors/learner.py grad_norms refuses an unknown kind; both run in tests/unit/test_gradnorm.py",
+    "GradNorm": "actors/gradnorm.py grad_norms refuses an unknown kind; both run in tests/unit/test_gradnorm.py",
+    "AttnImplementation": "passed to transformers by actors/learner.py (auto: not passed); sdpa and eager run in "
+                          "tests/unit/test_packing.py, flash_attention_2 needs a GPU and the flash-attn package",
     "Preset": "tests/unit/test_presets.py (every preset name is a key of rlpost.presets.PRESETS)",
     "Dtype": "passed to torch / vLLM as the dtype name",
     "DataSource": "rlpost/data.py load_rows (tests/unit/test_data.py)",

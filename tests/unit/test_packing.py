@@ -89,3 +89,14 @@ def test_ranks_plan_the_same_number_of_packed_micro_batches():
     count = micro_count(shards, 1, 4, 24, packed=True)
     assert count == max(len(split_micro(s, 4, 24, packed=True)) for s in shards)
     assert count < micro_count(shards, 1, 4, 24)  # packing needs fewer micro-batches than padded rows
+
+
+@pytest.mark.parametrize("attn", ["auto", "eager", "sdpa"])
+def test_the_recipe_attention_implementation_reaches_the_learner_model(tmp_path, attn):
+    from actors.learner import load_model
+    from rlpost.config import ModelConfig
+
+    _model("sdpa").save_pretrained(tmp_path)
+    model = load_model(str(tmp_path), ModelConfig(path=str(tmp_path), attn_implementation=attn))
+    assert model.config._attn_implementation == ("sdpa" if attn == "auto" else attn)  # auto: transformers' default
+    assert model.dtype == torch.float32
