@@ -23,8 +23,10 @@ def _metrics(out: Path) -> dict[int, dict]:
 
 
 def _timing(key: str) -> bool:
+    """Keys that depend on the clock: timings, rates, and the peak FLOPs (measured, cached by whichever rank of
+    whichever run measures first) with the MFU made from them."""
     return (key.startswith("time/") or (key.startswith("sync/") and key.endswith("_s"))
-            or key in ("timestamp", "perf/tokens_per_s"))
+            or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops"))
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
