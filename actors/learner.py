@@ -134,7 +134,6 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
-        self.peak_flops = peak_flops(self.device, model.dtype)
         if self.load_reference:  # at start, so a reference that does not fit fails before the first step
             self._load_reference()
 
@@ -200,6 +199,8 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         with_ref = loss.needs_reference
         before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]
         frozen_passes = FORWARD * (int(off_policy) + int(with_ref))
+        if not self.peak_flops > 0:  # measured here, not at start-up, where vLLM may still be loading on these cores
+            self.peak_flops = peak_flops(self.device, self.engine.module.dtype)
         sums = {"model_flops": sum(_flops(m, self.shape, frozen_passes) for micros in plan for m in micros),
                 "peak_flops": self.peak_flops}
         entropy_mode = "grad" if loss.entropy_coef else "metric"
