@@ -40,7 +40,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     path = cache_dir() / "peak_flops.json"
     cached = _read(path)
     if key not in cached:
-        cached = {**_read(path), key: measure_matmul_flops(device, dtype)}  
+        cached = {**_read(path), key: measure_matmul_flops(device, dtype)}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps(cached, indent=1, sort_keys=True))

@@ -62,8 +62,8 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
     extra = {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32,
-                                                trust_remote_code=cfg.trust_remote_code, **extra)
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **extra)
 
 
 def ds_config(cfg: LearnerConfig, dtype: str) -> dict[str, Any]:

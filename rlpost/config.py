@@ -19,11 +19,11 @@ from typing import Any
 from rlpost.choices import (
     AdvantageStd,
     AllocatorKind,
+    AttnImplementation,
     Backend,
     Baseline,
     ChatTemplate,
     DataSource,
-    AttnImplementation,
     Dtype,
     DynamicSamplingMetric,
     GradNorm,

@@ -6,8 +6,9 @@ Both systems train the same randomly initialised 13.7M Llama (the embedded chara
 layers) on the same prompts, with the same reward file (scripts/_bench_reward.py, called unchanged by both), the
 same batch (prompts x samples), completion cap, optimizer (torch AdamW: lr, betas, eps, weight decay, grad clip),
 loss (token-mean PPO clip 0.2, no KL) and precision (fp32; --dtype bfloat16 for both). rlpost runs through its CLI
-as a subprocess; TRL and the bare vLLM engine each run in a child process of this script, one system at a time. --quick is the issue's setting
-(16 x 8, 128 new tokens, 6 steps, about 4 minutes on 2 cores); the default runs 11 steps for less noise.
+as a subprocess; TRL and the bare vLLM engine each run in a child process of this script, one system at a time.
+--quick is the issue's setting (16 x 8, 128 new tokens, 6 steps, about 4 minutes on 2 cores); the default runs 11
+steps for less noise.
 
 What it prints, per system, with the first `--warmup` steps dropped:
 - s/step: wall-clock seconds of one optimizer step (generate + score + train + sync, whatever the system does);
@@ -270,7 +271,8 @@ def versions() -> dict[str, str]:
 def rlpost_overrides(s: Settings, model: Path, data: Path, runs: Path) -> list[str]:
     """`key=value` overrides of the quickstart recipe that match the shared settings."""
     return [
-        f"model.path={model}", f"model.dtype={s.dtype}", f"model.attn_implementation={s.attn}", "data.source=jsonl", f"data.path={data}", "data.eval_split=",
+        f"model.path={model}", f"model.dtype={s.dtype}", f"model.attn_implementation={s.attn}", "data.source=jsonl",
+        f"data.path={data}", "data.eval_split=",
         f"data.max_prompt_tokens={PROMPT_TOKENS}",
         f"reward.functions=[{REWARD_FILE}:{REWARD_FN}]",
         f"rollout.samples_per_prompt={s.samples}", f"rollout.max_new_tokens={s.max_new_tokens}",
@@ -343,7 +345,8 @@ def trl_config(s: Settings, output_dir: Path) -> Any:
            "vllm_max_model_length": s.max_new_tokens + PROMPT_TOKENS + 1,
            "vllm_importance_sampling_correction": False} if s.trl_device == "cuda" else {}  # rlpost's bench runs no TIS
     return GRPOConfig(
-        **gpu, output_dir=str(output_dir), use_cpu=s.trl_device == "cpu", bf16=s.dtype == "bfloat16", fp16=False, seed=s.seed, report_to=[],
+        **gpu, output_dir=str(output_dir), use_cpu=s.trl_device == "cpu", bf16=s.dtype == "bfloat16", fp16=False,
+        seed=s.seed, report_to=[],
         per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro,
         steps_per_generation=batch // micro, num_generations=s.samples, max_completion_length=s.max_new_tokens,
         temperature=s.temperature, top_p=1.0, beta=0.0, loss_type="dapo", scale_rewards="group",
@@ -444,8 +447,8 @@ def differences(s: Settings) -> tuple[str, ...]:
         "optimizer step, so neither runs an old-logprob forward (on-policy).",
         f"precision: {precision}",
         "generation: TRL samples with HF generate in the training process; rlpost with a vLLM-CPU engine in its own "
-        f"Ray actor ({s.rollout_cpus} CPU{'s' if s.rollout_cpus > 1 else ''}: the learner is idle while it generates), and syncs weights into it "
-        "after each step (the sync is in rlpost's step time).",
+        f"Ray actor ({s.rollout_cpus} CPU{'s' if s.rollout_cpus > 1 else ''}: the learner is idle while it "
+        "generates), and syncs weights into it after each step (the sync is in rlpost's step time).",
         "processes: TRL is one process with torch's default threads (all cores); rlpost runs the vLLM actor, the "
         "learner ranks (1 CPU each, DeepSpeed ZeRO-1 over gloo) and a reward worker on the same cores.",
         "micro-batches: TRL trains micro-batches of 64 sequences in one process; rlpost up to 64 per rank on each "
