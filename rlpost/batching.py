@@ -9,8 +9,12 @@ with packing each micro-batch's rows go end to end into one row without padding 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from rlpost.losses import aggregation_weights
@@ -19,22 +23,32 @@ from rlpost.types import Group, LearnerBatch
 
 @dataclass(frozen=True)
 class _Row:
-    prompt: list[int]
-    completion: list[int]
+    """One sample as the shard builder reads it: references to the sample's token sequences, never copies."""
+
+    prompt: Sequence[int]
+    completion: Sequence[int]
     advantage: float
-    rollout_logprobs: list[float]
+    rollout_logprobs: Sequence[float]
     trained: bool  # False: the completion's tokens get no loss (e.g. a masked truncated completion)
 
 
-def pad_rows(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token rows into (input_ids_BT, attention_mask_BT)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
+    return _padded(rows, [len(r) for r in rows], pad_id)
+
+
+def _padded(rows: Iterable[Iterable[int]], lengths: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids_BT, attention_mask_BT) of rows `lengths` tokens long, filled in one scatter."""
+    sizes = np.asarray(lengths, dtype=np.int64)
+    valid = np.arange(int(sizes.max()))[None, :] < sizes[:, None]
+    ids = np.full(valid.shape, pad_id, dtype=np.int64)
+    ids[valid] = _flat(rows, int(sizes.sum()), np.int64)  # row-major: each row's tokens, in order
+    return torch.from_numpy(ids), torch.from_numpy(valid.astype(np.int64))
+
+
+def _flat(rows: Iterable[Iterable[Any]], count: int, dtype: Any) -> np.ndarray:
+    """Every row's values end to end, in one array (one pass; no per-row conversions)."""
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=count)
 
 
 def minibatch_bounds(rows: int, count: int) -> list[tuple[int, int]]:
@@ -51,8 +65,7 @@ def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int
     mask_truncated: completions that hit the length cap get no loss (DAPO's overlong filtering); they still count
     as sequences in the seq-mean aggregations, as in TRL and verl.
     """
-    rows = [_Row(list(g.prompt.token_ids), list(s.token_ids), adv, list(s.logprobs),
-                 not (mask_truncated and s.finish_reason == "length"))
+    rows = [_Row(g.prompt.token_ids, s.token_ids, adv, s.logprobs, not (mask_truncated and s.finish_reason == "length"))
             for g in groups for s, adv in zip(g.samples, g.advantages, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))
     buckets: list[list[int]] = [[] for _ in range(world_size)]
@@ -81,14 +94,19 @@ def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int
     return [_shard(r, m, w, total_tokens, pad_id) for r, m, w in zip(shard_rows, masks, loss_w)]
 
 
+def _completion_positions(rows: list[_Row], width: int) -> np.ndarray:
+    """[B, width] bool: the positions that predict a completion token (position t predicts token t+1)."""
+    starts = np.fromiter((len(r.prompt) - 1 for r in rows), dtype=np.int64, count=len(rows))
+    ends = starts + np.fromiter((len(r.completion) for r in rows), dtype=np.int64, count=len(rows))
+    columns = np.arange(width)[None, :]
+    return (columns >= starts[:, None]) & (columns < ends[:, None])
+
+
 def _completion_mask(rows: list[_Row]) -> torch.Tensor:
-    """[B, T-1] mask of the trained completion tokens (position t predicts token t+1)."""
+    """[B, T-1] float mask of the trained completion tokens."""
     width = max([len(r.prompt) + len(r.completion) for r in rows] + [2]) - 1
-    mask = torch.zeros((len(rows), width))
-    for i, row in enumerate(rows):
-        if row.trained:
-            mask[i, len(row.prompt) - 1: len(row.prompt) - 1 + len(row.completion)] = 1.0
-    return mask
+    trained = np.fromiter((r.trained for r in rows), dtype=bool, count=len(rows))
+    return torch.from_numpy((_completion_positions(rows, width) & trained[:, None]).astype(np.float32))
 
 
 def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_tokens: float,
@@ -97,21 +115,21 @@ def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_to
         rows = [_Row([pad_id], [pad_id], 0.0, [0.0], False)]
         mask = torch.zeros((1, 1))
         weights = torch.zeros((1, 1), dtype=torch.float64)
-    ids, attn = pad_rows([r.prompt + r.completion for r in rows], pad_id)
+    ids, attn = _padded((itertools.chain(r.prompt, r.completion) for r in rows),
+                        [len(r.prompt) + len(r.completion) for r in rows], pad_id)
     shape = (ids.shape[0], max(1, ids.shape[1] - 1))
-    advantages = torch.zeros(shape)
-    rollout_lp = torch.zeros(shape)
-    for i, row in enumerate(rows):
-        start, end = len(row.prompt) - 1, len(row.prompt) - 1 + len(row.completion)
-        advantages[i, start:end] = row.advantage
-        rollout_lp[i, start:end] = torch.tensor(row.rollout_logprobs[: len(row.completion)], dtype=torch.float32)
+    positions = _completion_positions(rows, shape[1])
+    advantage = np.fromiter((r.advantage for r in rows), dtype=np.float32, count=len(rows))
+    rollout_lp = np.zeros(shape, dtype=np.float32)
+    rollout_lp[positions] = _flat((r.rollout_logprobs[: len(r.completion)] for r in rows), int(positions.sum()),
+                                  np.float32)
     return LearnerBatch(
         input_ids_BT=ids,
         attention_mask_BT=attn,
         loss_mask_BT=mask[:, : shape[1]].clone(),
-        advantages_BT=advantages,
+        advantages_BT=torch.from_numpy(np.where(positions, advantage[:, None], np.float32(0))),
         loss_weights_BT=weights[:, : shape[1]].to(torch.float32),
-        rollout_logprobs_BT=rollout_lp,
+        rollout_logprobs_BT=torch.from_numpy(rollout_lp),
         metric_weights_BT=mask[:, : shape[1]] / total_tokens,
     )
 

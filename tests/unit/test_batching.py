@@ -1,9 +1,10 @@
 """Batch layout: completion tokens are where the loss looks, and empty ranks still get a masked row."""
 
+import pytest
 import torch
 
-from rlpost.batching import build_shards, micro_plan, split_micro
-from rlpost.types import Group, Prompt, Sample
+from rlpost.batching import build_shards, micro_plan, pad_rows, split_micro
+from rlpost.types import Group, LearnerBatch, Prompt, Sample
 
 
 def test_loss_mask_covers_exactly_the_completion_predictions():
@@ -51,3 +52,47 @@ def test_token_budget_cuts_padding():
     by_rows, by_tokens = split_micro(shard, 4), split_micro(shard, 4, max_tokens=40)
     assert sum(m.input_ids_BT.shape[0] for m in by_tokens) == 16
     assert padded(by_tokens) < padded(by_rows) / 4
+
+
+def _random_groups(seed: int, n_groups: int) -> list[Group]:
+    g = torch.Generator().manual_seed(seed)
+    groups = []
+    for uid in range(n_groups):
+        prompt = Prompt(uid, "p", torch.randint(0, 50, (int(torch.randint(1, 9, (1,), generator=g)),),
+                                                generator=g).tolist(), "a", "s")
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        samples = []
+        for _ in range(n):
+            length = int(torch.randint(0, 13, (1,), generator=g))  # empty completions included
+            samples.append(Sample(uid, torch.randint(0, 50, (length,), generator=g).tolist(),
+                                  (-torch.rand(length, generator=g)).tolist(), "x",
+                                  "length" if int(torch.randint(0, 3, (1,), generator=g)) == 0 else "stop"))
+        groups.append(Group(prompt, samples, torch.randn(n, generator=g).tolist()))
+    return groups
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"])
+def test_vectorised_shards_equal_the_per_row_reference(seed, aggregation):
+    """The fast builder against the per-row implementation it replaced (tests/unit/_reference_batching.py): every
+    field equal, dtypes included, for any world size, mini-batch count and empty ranks."""
+    from _reference_batching import reference_build_shards
+
+    groups = _random_groups(seed, n_groups=1 + seed * 3)
+    for world in (1, 2, 5):
+        for k in (1, 3):
+            kw = dict(updates_per_batch=k, aggregation=aggregation, constant=7.0, mask_truncated=seed % 2 == 0,
+                      pad_id=seed)
+            for fast, slow in zip(build_shards(groups, world, **kw), reference_build_shards(groups, world, **kw),
+                                  strict=True):
+                for field in ("input_ids_BT", "attention_mask_BT", *LearnerBatch.PER_TOKEN):
+                    a, b = getattr(fast, field), getattr(slow, field)
+                    assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), (field, world, k)
+
+
+def test_pad_rows_equals_the_per_row_reference():
+    from _reference_batching import _ref_pad_rows
+
+    rows = [[5, 6, 7], [1], [2, 3, 4, 9, 9], []]
+    for fast, slow in zip(pad_rows(rows, 3), _ref_pad_rows(rows, 3), strict=True):
+        assert fast.dtype == slow.dtype and torch.equal(fast, slow)
