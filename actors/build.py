@@ -21,8 +21,8 @@ from actors.weight_sync import make_weight_sync
 from rlpost.config import RewardConfig, RootConfig
 from rlpost.losses import LossSpec
 from rlpost.types import (
+    CompactShard,
     GenerationRequest,
-    LearnerBatch,
     RewardPool,
     RewardRequest,
     RewardResult,
@@ -84,7 +84,7 @@ class LearnerClient:
     def __init__(self, handles: list[Any], timeout_s: float) -> None:
         self.handles, self.timeout_s = handles, timeout_s
 
-    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int,
+    def train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]:
         import ray
 

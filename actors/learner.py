@@ -27,11 +27,11 @@ configure_process_env()
 
 import torch
 
-from rlpost.batching import minibatch_bounds, pad_rows, split_micro
+from rlpost.batching import expand_shard, minibatch_bounds, pad_rows, split_micro
 from rlpost.config import LearnerConfig, ModelConfig
 from rlpost.flops import FORWARD, FORWARD_BACKWARD, sequence_flops
 from rlpost.losses import LossSpec, kl_estimate, policy_loss
-from rlpost.types import LearnerBatch
+from rlpost.types import CompactShard, LearnerBatch
 
 
 def token_logprobs(model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor,
@@ -181,7 +181,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         finally:
             self.engine.train()
 
-    def train(self, shard: LearnerBatch, loss: LossSpec, micro_batches: int,
+    def train(self, shard: CompactShard | LearnerBatch, loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]:
         """`loss.epochs` passes of `loss.updates_per_batch` optimizer steps over this rank's shard.
 
@@ -192,6 +192,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         up over ranks.
         """
         injected_fault(f"learner.train.rank{self.rank}")
+        shard = expand_shard(shard) if isinstance(shard, CompactShard) else shard  # padded here, not on the driver
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size, max_tokens_per_micro, self.cfg.packing),
                            micro_batches) for mini in _minibatches(shard, k)]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rlpost.losses import aggregation_weights
-from rlpost.types import Group, LearnerBatch
+from rlpost.types import CompactShard, Group, LearnerBatch
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,17 @@ def minibatch_bounds(rows: int, count: int) -> list[tuple[int, int]]:
 def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int = 1,
                  aggregation: str = "token-mean", constant: float = 0.0, mask_truncated: bool = False,
                  pad_id: int = 0) -> list[LearnerBatch]:
-    """Spread the step's samples over `world_size` shards of near-equal token count, with aggregation weights.
+    """`compact_shards` expanded into padded learner batches (what each learner rank builds from its shard)."""
+    return [expand_shard(s) for s in compact_shards(groups, world_size, updates_per_batch=updates_per_batch,
+                                                    aggregation=aggregation, constant=constant,
+                                                    mask_truncated=mask_truncated, pad_id=pad_id)]
+
+
+def compact_shards(groups: list[Group], world_size: int, *, updates_per_batch: int = 1,
+                   aggregation: str = "token-mean", constant: float = 0.0, mask_truncated: bool = False,
+                   pad_id: int = 0) -> list[CompactShard]:
+    """Spread the step's samples over `world_size` shards of near-equal token count, with aggregation weights, as
+    unpadded arrays plus per-row scalars (what crosses to the learners; `expand_shard` pads them there).
 
     mask_truncated: completions that hit the length cap get no loss (DAPO's overlong filtering); they still count
     as sequences in the seq-mean aggregations, as in TRL and verl.
@@ -74,63 +84,71 @@ def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int
         rank = loads.index(min(loads))
         buckets[rank].append(i)
         loads[rank] += len(rows[i].prompt) + len(rows[i].completion)
-    shard_rows = [[rows[i] for i in sorted(b)] for b in buckets]
-    masks = [_completion_mask(r) for r in shard_rows]
-    loss_w = [torch.zeros_like(m, dtype=torch.float64) for m in masks]
-    total_tokens = max(1.0, float(sum(m.sum() for m in masks)))
-    for j in range(updates_per_batch):  # one global mini-batch at a time
-        parts = [(rank, lo, hi) for rank, m in enumerate(masks)
-                 for lo, hi in [minibatch_bounds(m.shape[0], updates_per_batch)[j]] if hi > lo]
+    shard_rows = [[rows[i] for i in sorted(b)] or [_Row([pad_id], [pad_id], 0.0, [0.0], False)] for b in buckets]
+    weights = _row_weights(shard_rows, updates_per_batch, aggregation, constant, [bool(b) for b in buckets])
+    total_tokens = max(1.0, float(sum(len(r.completion) for part in shard_rows for r in part if r.trained)))
+    return [_compact(part, w, total_tokens, pad_id) for part, w in zip(shard_rows, weights)]
+
+
+def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregation: str, constant: float,
+                 real: list[bool]) -> list[np.ndarray]:
+    """Each row's aggregation weight (the same for all its trained tokens), per global mini-batch: the ranks' j-th
+    slices together. aggregation_weights depends only on row count and token counts, so a left-aligned mask of the
+    completions gives the values the padded grid would."""
+    weights = [np.zeros(len(part), dtype=np.float64) for part in shard_rows]
+    for j in range(updates_per_batch):
+        parts = [(rank, lo, hi) for rank, part in enumerate(shard_rows) if real[rank]
+                 for lo, hi in [minibatch_bounds(len(part), updates_per_batch)[j]] if hi > lo]
         if not parts:
             continue
-        width = max(masks[rank].shape[1] for rank, _, _ in parts)
-        stacked = torch.cat([torch.nn.functional.pad(masks[r][lo:hi], (0, width - masks[r].shape[1]))
-                             for r, lo, hi in parts])
-        weights = aggregation_weights(stacked, aggregation, constant)
+        counts = np.array([len(r.completion) if r.trained else 0 for rank, lo, hi in parts
+                           for r in shard_rows[rank][lo:hi]], dtype=np.int64)
+        mask = np.arange(max(1, int(counts.max(initial=0))))[None, :] < counts[:, None]
+        per_row = aggregation_weights(torch.from_numpy(mask.astype(np.float32)), aggregation, constant)[:, 0].numpy()
         offset = 0
-        for r, lo, hi in parts:
-            loss_w[r][lo:hi] = weights[offset: offset + hi - lo, : masks[r].shape[1]]
+        for rank, lo, hi in parts:
+            weights[rank][lo:hi] = np.where(counts[offset: offset + hi - lo] > 0, per_row[offset: offset + hi - lo], 0)
             offset += hi - lo
-    return [_shard(r, m, w, total_tokens, pad_id) for r, m, w in zip(shard_rows, masks, loss_w)]
+    return weights
 
 
-def _completion_positions(rows: list[_Row], width: int) -> np.ndarray:
-    """[B, width] bool: the positions that predict a completion token (position t predicts token t+1)."""
-    starts = np.fromiter((len(r.prompt) - 1 for r in rows), dtype=np.int64, count=len(rows))
-    ends = starts + np.fromiter((len(r.completion) for r in rows), dtype=np.int64, count=len(rows))
-    columns = np.arange(width)[None, :]
-    return (columns >= starts[:, None]) & (columns < ends[:, None])
+def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id: int) -> CompactShard:
+    prompt_lens = np.fromiter((len(r.prompt) for r in rows), dtype=np.int64, count=len(rows))
+    completion_lens = np.fromiter((len(r.completion) for r in rows), dtype=np.int64, count=len(rows))
+    return CompactShard(
+        token_ids=_flat((itertools.chain(r.prompt, r.completion) for r in rows),
+                        int(prompt_lens.sum() + completion_lens.sum()), np.int64),
+        prompt_lens=prompt_lens, completion_lens=completion_lens,
+        advantages=np.fromiter((r.advantage for r in rows), dtype=np.float32, count=len(rows)),
+        loss_weights=weights, trained=np.fromiter((r.trained for r in rows), dtype=bool, count=len(rows)),
+        rollout_logprobs=_flat((r.rollout_logprobs[: len(r.completion)] for r in rows), int(completion_lens.sum()),
+                               np.float32),
+        total_tokens=total_tokens, pad_id=pad_id)
 
 
-def _completion_mask(rows: list[_Row]) -> torch.Tensor:
-    """[B, T-1] float mask of the trained completion tokens."""
-    width = max([len(r.prompt) + len(r.completion) for r in rows] + [2]) - 1
-    trained = np.fromiter((r.trained for r in rows), dtype=bool, count=len(rows))
-    return torch.from_numpy((_completion_positions(rows, width) & trained[:, None]).astype(np.float32))
-
-
-def _shard(rows: list[_Row], mask: torch.Tensor, weights: torch.Tensor, total_tokens: float,
-           pad_id: int) -> LearnerBatch:
-    if not rows:  # a rank with no samples still joins the collectives: one fully masked row
-        rows = [_Row([pad_id], [pad_id], 0.0, [0.0], False)]
-        mask = torch.zeros((1, 1))
-        weights = torch.zeros((1, 1), dtype=torch.float64)
-    ids, attn = _padded((itertools.chain(r.prompt, r.completion) for r in rows),
-                        [len(r.prompt) + len(r.completion) for r in rows], pad_id)
-    shape = (ids.shape[0], max(1, ids.shape[1] - 1))
-    positions = _completion_positions(rows, shape[1])
-    advantage = np.fromiter((r.advantage for r in rows), dtype=np.float32, count=len(rows))
+def expand_shard(shard: CompactShard) -> LearnerBatch:
+    """The padded learner batch of a compact shard: [B, T] ids and attention mask, [B, T-1] per-token tensors."""
+    lengths = shard.prompt_lens + shard.completion_lens
+    width = int(lengths.max())
+    valid = np.arange(width)[None, :] < lengths[:, None]
+    ids = np.full(valid.shape, shard.pad_id, dtype=np.int64)
+    ids[valid] = shard.token_ids
+    shape = (len(lengths), max(1, width - 1))
+    columns = np.arange(shape[1])[None, :]
+    starts = (shard.prompt_lens - 1)[:, None]
+    positions = (columns >= starts) & (columns < starts + shard.completion_lens[:, None])
+    mask = positions & shard.trained[:, None]
     rollout_lp = np.zeros(shape, dtype=np.float32)
-    rollout_lp[positions] = _flat((r.rollout_logprobs[: len(r.completion)] for r in rows), int(positions.sum()),
-                                  np.float32)
+    rollout_lp[positions] = shard.rollout_logprobs
+    mask_t = torch.from_numpy(mask.astype(np.float32))
     return LearnerBatch(
-        input_ids_BT=ids,
-        attention_mask_BT=attn,
-        loss_mask_BT=mask[:, : shape[1]].clone(),
-        advantages_BT=torch.from_numpy(np.where(positions, advantage[:, None], np.float32(0))),
-        loss_weights_BT=weights[:, : shape[1]].to(torch.float32),
+        input_ids_BT=torch.from_numpy(ids),
+        attention_mask_BT=torch.from_numpy(valid.astype(np.int64)),
+        loss_mask_BT=mask_t,
+        advantages_BT=torch.from_numpy(np.where(positions, shard.advantages[:, None], np.float32(0))),
+        loss_weights_BT=torch.from_numpy(np.where(mask, shard.loss_weights[:, None], 0.0)).to(torch.float32),
         rollout_logprobs_BT=torch.from_numpy(rollout_lp),
-        metric_weights_BT=mask[:, : shape[1]] / total_tokens,
+        metric_weights_BT=mask_t / shard.total_tokens,
     )
 
 
@@ -201,11 +219,17 @@ def split_micro(batch: LearnerBatch, micro_batch_size: int, max_tokens: int = 0,
     return [pack_rows(batch, rows) if packed else batch.take(rows) for rows in plan]
 
 
-def micro_count(shards: list[LearnerBatch], updates_per_batch: int, micro_batch_size: int,
+def micro_count(shards: list[CompactShard] | list[LearnerBatch], updates_per_batch: int, micro_batch_size: int,
                 max_tokens: int = 0, packed: bool = False) -> int:
     """The most micro-batches any rank needs for any mini-batch: every rank runs that many backwards (ZeRO reduces
     gradients inside each), filling with fully masked rows."""
-    counts = [len(micro_plan([int(n) for n in s.attention_mask_BT[lo:hi].sum(dim=1)], micro_batch_size, max_tokens,
-                             packed))
-              for s in shards for lo, hi in minibatch_bounds(s.input_ids_BT.shape[0], updates_per_batch) if hi > lo]
+    counts = [len(micro_plan(lengths[lo:hi], micro_batch_size, max_tokens, packed))
+              for lengths in map(_row_lengths, shards)
+              for lo, hi in minibatch_bounds(len(lengths), updates_per_batch) if hi > lo]
     return max(counts, default=1)
+
+
+def _row_lengths(shard: CompactShard | LearnerBatch) -> list[int]:
+    if isinstance(shard, CompactShard):
+        return shard.lengths()
+    return [int(n) for n in shard.attention_mask_BT.sum(dim=1)]

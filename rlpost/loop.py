@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from rlpost.advantages import batch_advantages
 from rlpost.allocators import make_allocator
-from rlpost.batching import build_shards, micro_count
+from rlpost.batching import compact_shards, micro_count
 from rlpost.collect import Collector, StepBatch
 from rlpost.config import RootConfig
 from rlpost.flops import mfu
@@ -95,11 +95,11 @@ class Trainer:
         return metrics
 
     def train(self, groups: list[Group]) -> dict[str, float]:
-        """The policy update over the learner ranks: the groups cut into one padded shard per rank."""
+        """The policy update over the learner ranks: the groups cut into one compact shard per rank."""
         cfg = self.config.learner
         alg = self.config.algorithm
         k = self.loss.updates_per_batch
-        shards = build_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
+        shards = compact_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
                               constant=alg.loss_constant or self.config.rollout.max_new_tokens,
                               mask_truncated=alg.mask_truncated)
         micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro, cfg.packing)

@@ -211,6 +211,27 @@ class LearnerBatch:
                 for i, (row, col) in enumerate(starts)]
 
 
+@dataclass(frozen=True)
+class CompactShard:
+    """One rank's share of a training step as it crosses to the learner: every row's tokens end to end, without
+    padding, plus what is constant along a row (rlpost/batching.py `compact_shards`; `expand_shard` pads it into a
+    LearnerBatch on the learner). Arrays are numpy, so Ray passes them as buffers rather than pickled objects."""
+
+    token_ids: Any  # int64 [sum of row lengths]: each row's prompt then completion
+    prompt_lens: Any  # int64 [B]
+    completion_lens: Any  # int64 [B]
+    advantages: Any  # float32 [B]
+    loss_weights: Any  # float64 [B]: the aggregation weight of each trained completion token of the row
+    trained: Any  # bool [B]: False when the row's completion gets no loss (masked truncation, a filler row)
+    rollout_logprobs: Any  # float32 [sum of completion lengths]: vLLM's sampled logprobs
+    total_tokens: float  # trained completion tokens of the whole step (metrics are token means over it)
+    pad_id: int
+
+    def lengths(self) -> list[int]:
+        """Each row's token count."""
+        return [int(n) for n in self.prompt_lens + self.completion_lens]
+
+
 @dataclass
 class PromptStats:
     """What an allocator knows about one prompt when it allocates: acceptance rate and mean gradient norm."""
@@ -264,7 +285,7 @@ class RolloutEngine(Protocol):
 class LearnerGroup(Protocol):
     """The DeepSpeed ranks, seen as one (rank 0's answer where every rank computes the same)."""
 
-    def train(self, shards: list[LearnerBatch], loss: LossSpec, micro_batches: int,
+    def train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]: ...
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...

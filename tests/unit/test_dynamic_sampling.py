@@ -81,7 +81,7 @@ def test_dynamic_sampling_keeps_generating_until_the_batch_is_full():
     assert metrics["groups/kept"] == 4
     assert metrics["groups/gen_rounds"] >= 2  # half the prompts carry no signal, so one round is never enough
     assert metrics["groups/dropped"] == metrics["groups/generated"] - 4
-    rows = sum(int(s.loss_mask_BT.shape[0]) for s in learner.trained[0])
+    rows = sum(len(s.prompt_lens) for s in learner.trained[0])
     assert rows == 4 * 4  # only kept groups reach the learner
     assert metrics["adv/zero_signal_group_frac"] == 0.0
 
@@ -163,7 +163,7 @@ def test_gvm_prepass_allocates_per_prompt_n_and_counts_its_rollouts_apart():
     metrics = trainer.step(1)
     assert metrics["prepass/completions"] == 4 * 8 and metrics["prepass/prompts"] == 4
     # FakeReward: odd uids accept 1 of n, even uids never; GVM gives even prompts nothing and odd ones the budget
-    sizes = sorted(s.loss_mask_BT.shape[0] for s in learner.trained[0])
+    sizes = sorted(len(s.prompt_lens) for s in learner.trained[0])
     odd = metrics["groups/generated"]  # prompts with an accepted pre-pass sample
     assert sum(sizes) == 16 and 1 <= odd <= 4
     assert metrics["alloc/zero_frac"] == 1 - odd / 4 and metrics["alloc/n_max"] == 16 // odd
