@@ -169,7 +169,7 @@ class RewardWorker:
                  retries: int) -> _Call:
         """Run one call, retrying on any failure; returns the last attempt's outcome."""
         kwargs = {"prompts": request.prompts[lo:hi], "completions": request.completions[lo:hi],
-                  "completion_ids": request.completion_ids[lo:hi],
+                  "completion_ids": [_int_list(ids) for ids in request.completion_ids[lo:hi]],  # TRL passes lists
                   **{c: v[lo:hi] for c, v in request.columns.items()}, **request.run,
                   "components": {k: v[lo:hi] for k, v in result.components.items()}}
         call = _Call(None)
@@ -224,3 +224,8 @@ if __name__ == "__main__":  # the plugin child process (actors/plugin_process.py
     from actors.plugin_process import child_main
 
     child_main()
+
+
+def _int_list(ids: Any) -> list[int]:
+    """A completion's token ids as the plain list of ints reward functions get (TRL's contract)."""
+    return ids.tolist() if hasattr(ids, "tolist") else list(ids)

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any, cast
 
+import numpy as np
+
 from actors.runtime import configure_process_env, has_cuda, injected_fault
 
 configure_process_env()
@@ -88,9 +90,10 @@ class RolloutWorker:
         for request, output in zip(requests, outputs):
             samples = []
             for completion in output.outputs:
-                ids = list(completion.token_ids)
+                ids = np.asarray(completion.token_ids, dtype=np.int32)
                 steps: Any = completion.logprobs  # one {token: Logprob} per sampled token when asked for
-                logprobs = [step[tok].logprob for tok, step in zip(ids, steps)] if steps else [0.0] * len(ids)
+                logprobs = (np.fromiter((step[tok].logprob for tok, step in zip(completion.token_ids, steps)),
+                                        dtype=np.float32, count=len(ids)) if steps else np.zeros(len(ids), np.float32))
                 samples.append(Sample(prompt_uid=request.prompt_uid, token_ids=ids, logprobs=logprobs,
                                       text=completion.text,
                                       finish_reason="stop" if completion.finish_reason == "stop" else "length"))

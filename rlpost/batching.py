@@ -113,16 +113,17 @@ def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregati
 
 
 def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id: int) -> CompactShard:
-    prompt_lens = np.fromiter((len(r.prompt) for r in rows), dtype=np.int64, count=len(rows))
-    completion_lens = np.fromiter((len(r.completion) for r in rows), dtype=np.int64, count=len(rows))
+    prompts: dict[int, np.ndarray] = {}  # a group's samples share their prompt's list: convert it once
+    tokens = [part for r in rows for part in (prompts.setdefault(id(r.prompt), np.asarray(r.prompt, dtype=np.int64)),
+                                              np.asarray(r.completion, dtype=np.int64))]
     return CompactShard(
-        token_ids=_flat((itertools.chain(r.prompt, r.completion) for r in rows),
-                        int(prompt_lens.sum() + completion_lens.sum()), np.int64),
-        prompt_lens=prompt_lens, completion_lens=completion_lens,
+        token_ids=np.concatenate(tokens),
+        prompt_lens=np.fromiter((len(r.prompt) for r in rows), dtype=np.int64, count=len(rows)),
+        completion_lens=np.fromiter((len(r.completion) for r in rows), dtype=np.int64, count=len(rows)),
         advantages=np.fromiter((r.advantage for r in rows), dtype=np.float32, count=len(rows)),
         loss_weights=weights, trained=np.fromiter((r.trained for r in rows), dtype=bool, count=len(rows)),
-        rollout_logprobs=_flat((r.rollout_logprobs[: len(r.completion)] for r in rows), int(completion_lens.sum()),
-                               np.float32),
+        rollout_logprobs=np.concatenate([np.asarray(r.rollout_logprobs[: len(r.completion)], dtype=np.float32)
+                                         for r in rows]),
         total_tokens=total_tokens, pad_id=pad_id)
 
 

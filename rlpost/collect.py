@@ -143,7 +143,7 @@ class Collector:
         cfg = self.config.allocator
         accepted = [[s for s in g.samples if s.accuracy > cfg.accept_threshold] for g in groups]
         pairs = [(g.prompt, s) for g, acc in zip(groups, accepted) for s in acc]
-        norms = iter(self.learner.grad_norms([p.token_ids + s.token_ids for p, s in pairs],
+        norms = iter(self.learner.grad_norms([[*p.token_ids, *map(int, s.token_ids)] for p, s in pairs],
                                              [len(p.token_ids) for p, _ in pairs], cfg.grad_norm) if pairs else [])
         stats = []
         for group, acc in zip(groups, accepted):
@@ -164,7 +164,7 @@ class Collector:
                 s.reward_components["overlong"] = penalty
         if alg.kl_in_reward and alg.kl_coef:
             pairs = [(g.prompt, s) for g in groups for s in g.samples]
-            kls = self.learner.reference_kl([p.token_ids + s.token_ids for p, s in pairs],
+            kls = self.learner.reference_kl([[*p.token_ids, *map(int, s.token_ids)] for p, s in pairs],
                                             [len(p.token_ids) for p, _ in pairs], alg.kl_estimator)
             for (_, s), kl in zip(pairs, kls):
                 s.reward -= alg.kl_coef * kl

@@ -44,11 +44,13 @@ class GenerationRequest:
 
 @dataclass
 class Sample:
-    """One completion, with the logprobs vLLM sampled it with."""
+    """One completion, with the logprobs vLLM sampled it with. The rollout actor hands both over as numpy arrays
+    (int32 ids, float32 logprobs: a few bytes a token through Ray and in the driver, where lists cost ~70); code
+    that builds samples itself may pass lists. Read them with len, indexing, slicing and iteration only."""
 
     prompt_uid: int
-    token_ids: list[int]
-    logprobs: list[float]
+    token_ids: Any  # int32 [n] array, or a list of ints
+    logprobs: Any  # float32 [n] array, or a list of floats
     text: str
     finish_reason: str  # 'stop' (EOS) or 'length' (truncated)
     reward: float = float("nan")

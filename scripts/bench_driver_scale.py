@@ -4,7 +4,8 @@ workers that answer instantly, so what is measured is the driver (../shared/rese
 
 Data: prompts of 256 token ids over 8 data sources; 16 samples per prompt with Gamma(k=4) lengths around the chosen
 mean, clipped to [16, 2 x mean] (about 4% at the cap, finish_reason 'length'); ids and logprobs are Python ints and
-floats from numpy `.tolist()`, as the rollout actor holds them today; text is 4 chars per token; rewards are 0/1.
+float32 numpy arrays, as the rollout actor hands them over (`--samples-as lists`: Python ints and floats, as it did
+before issue 17); text is 4 chars per token; rewards are 0/1.
 Modes, each point in its own process (peak RSS is the point's own) over `--steps` steps (reported: the median of
 steps 2..n; step 1 pays first-touch page faults and actor imports):
 - inprocess: the real `LocalEngine` / `LocalRewardPool` of actors/build.py over stub workers, a learner that touches
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write every point's numbers here (JSON)")
     parser.add_argument("--quick", action="store_true", help=f"points {QUICK_POINTS}, both modes (< 2 minutes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples-as", choices=("arrays", "lists"), default="arrays",
+                        help="how samples hold ids and logprobs: numpy arrays (the rollout actor today) or Python "
+                             "lists (before issue 17)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per point's process")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one point, write JSON
     args = parser.parse_args(argv)
@@ -130,16 +134,19 @@ def make_prompts(count: int, seed: int) -> list[Any]:
     return prompts
 
 
-def make_group(seed: int, index: int, mean: int, size: int = GROUP) -> list[Any]:
-    """One prompt's samples (the same for a given seed and index, whichever process makes them)."""
+def make_group(seed: int, index: int, mean: int, size: int = GROUP, as_lists: bool = False) -> list[Any]:
+    """One prompt's samples (the same for a given seed and index, whichever process makes them): int32 ids and
+    float32 logprobs as numpy arrays, or (as_lists) the same values as Python lists."""
     from rlpost.types import Sample
 
     rng = np.random.default_rng([seed, 2, index])
     cap = 2 * mean
     samples = []
     for length in completion_lengths(rng, size, mean).tolist():
-        samples.append(Sample(prompt_uid=index, token_ids=rng.integers(0, VOCAB, length).tolist(),
-                              logprobs=(-rng.exponential(1.0, length)).tolist(), text="abcd" * length,
+        ids = rng.integers(0, VOCAB, length).astype(np.int32)
+        logprobs = (-rng.exponential(1.0, length)).astype(np.float32)
+        samples.append(Sample(prompt_uid=index, token_ids=ids.tolist() if as_lists else ids,
+                              logprobs=logprobs.tolist() if as_lists else logprobs, text="abcd" * length,
                               finish_reason="length" if length == cap else "stop"))
     return samples
 
@@ -157,8 +164,8 @@ def config_overrides(samples: int, mean: int) -> list[str]:
 class StubRollout:
     """Answers every request at once with precomputed groups (by position in the request list)."""
 
-    def __init__(self, seed: int, mean: int, indices: list[int]) -> None:
-        self.groups = [make_group(seed, i, mean) for i in indices]
+    def __init__(self, seed: int, mean: int, indices: list[int], as_lists: bool = False) -> None:
+        self.groups = [make_group(seed, i, mean, as_lists=as_lists) for i in indices]
 
     def generate(self, requests: list[Any]) -> list[list[Any]]:
         if len(requests) > len(self.groups):
@@ -202,7 +209,7 @@ def inprocess_workers(config: Any, seed: int, mean: int, groups: int) -> Any:
     from actors.build import LocalEngine, LocalRewardPool
     from rlpost.types import Workers
 
-    return Workers(rollout=LocalEngine(StubRollout(seed, mean, list(range(groups)))),  # type: ignore[arg-type]
+    return Workers(rollout=LocalEngine(StubRollout(seed, mean, list(range(groups)), AS_LISTS[0])),  # type: ignore[arg-type]
                    learner=StubLearner(), reward=LocalRewardPool(StubReward(), config.reward.chunk_size),  # type: ignore[arg-type]
                    weight_sync=NoSync())
 
@@ -218,7 +225,7 @@ def ray_workers(config: Any, seed: int, mean: int, groups: int) -> Any:
     os.environ["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     remote = {cls: ray.remote(num_cpus=0)(cls) for cls in (StubRollout, StubReward, StubLearner)}
-    engines = [remote[StubRollout].remote(seed, mean, list(range(i, groups, 2))) for i in range(2)]
+    engines = [remote[StubRollout].remote(seed, mean, list(range(i, groups, 2)), AS_LISTS[0]) for i in range(2)]
     rewards = [remote[StubReward].remote() for _ in range(2)]
     learners = [remote[StubLearner].remote() for _ in range(2)]
     call([h.ping.remote() for h in engines + learners], "stub start", 600.0)
@@ -288,6 +295,9 @@ def payload_bytes(groups: list[Any], run: dict[str, Any], chunk_size: int) -> tu
     return samples, chunks
 
 
+AS_LISTS = [False]  # the child's --samples-as, read where its stub engines are built
+
+
 def run_point(samples: int, mean: int, mode: str, steps: int, seed: int) -> dict[str, Any]:
     """The point's numbers: per step driver seconds, `time/*` phases and wrapped sub-phases; bytes; peak RSS."""
     import resource
@@ -334,7 +344,8 @@ def spawn_point(samples: int, mean: int, mode: str, args: argparse.Namespace) ->
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "point.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(result), "--points",
-               f"{samples}x{mean}", "--mode", mode, "--steps", str(args.steps), "--seed", str(args.seed)]
+               f"{samples}x{mean}", "--mode", mode, "--steps", str(args.steps), "--seed", str(args.seed),
+               "--samples-as", args.samples_as]
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
         try:
             proc = subprocess.run(cmd, env=env, timeout=args.timeout, capture_output=True, text=True)
@@ -399,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         (samples, mean), mode = args.points[0], args.mode
+        AS_LISTS[0] = args.samples_as == "lists"
         Path(args.child).write_text(json.dumps(run_point(samples, mean, mode, args.steps, args.seed)))
         return 0
     results = []

@@ -96,3 +96,17 @@ def test_pad_rows_equals_the_per_row_reference():
     rows = [[5, 6, 7], [1], [2, 3, 4, 9, 9], []]
     for fast, slow in zip(pad_rows(rows, 3), _ref_pad_rows(rows, 3), strict=True):
         assert fast.dtype == slow.dtype and torch.equal(fast, slow)
+
+
+def test_samples_holding_arrays_give_the_same_shards_as_lists():
+    """The rollout actor hands over int32 ids and float32 logprobs (numpy); lists built elsewhere must agree."""
+    import numpy as np
+
+    groups = _random_groups(3, n_groups=7)
+    arrays = [Group(g.prompt, [Sample(s.prompt_uid, np.asarray(s.token_ids, dtype=np.int32),
+                                      np.asarray(s.logprobs, dtype=np.float32), s.text, s.finish_reason)
+                               for s in g.samples], list(g.advantages)) for g in groups]
+    for fast, slow in zip(build_shards(arrays, 3, updates_per_batch=2), build_shards(groups, 3, updates_per_batch=2),
+                          strict=True):
+        for field in ("input_ids_BT", "attention_mask_BT", *LearnerBatch.PER_TOKEN):
+            assert torch.equal(getattr(fast, field), getattr(slow, field)), field

@@ -49,11 +49,16 @@ def test_group_and_prompts_have_the_harness_shapes() -> None:
     for sample in group:
         n = len(sample.token_ids)
         assert 16 <= n <= 128 and len(sample.logprobs) == n and len(sample.text) == bench.CHARS_PER_TOKEN * n
-        assert type(sample.token_ids[0]) is int and type(sample.logprobs[0]) is float
+        assert sample.token_ids.dtype == np.int32 and sample.logprobs.dtype == np.float32  # as vLLM's actor
         assert all(0 <= t < bench.VOCAB for t in sample.token_ids) and max(sample.logprobs) <= 0
         assert sample.finish_reason == ("length" if n == 128 else "stop")
+    as_lists = bench.make_group(seed=0, index=3, mean=64, as_lists=True)
+    for array_sample, list_sample in zip(group, as_lists, strict=True):
+        assert type(list_sample.token_ids[0]) is int and type(list_sample.logprobs[0]) is float
+        assert list_sample.token_ids == array_sample.token_ids.tolist()
+        assert list_sample.logprobs == array_sample.logprobs.tolist()
     again = bench.make_group(seed=0, index=3, mean=64)
-    assert [s.token_ids for s in again] == [s.token_ids for s in group]  # any process makes the same data
+    assert [s.token_ids.tolist() for s in again] == [s.token_ids.tolist() for s in group]  # any process: same data
     prompts = bench.make_prompts(16, seed=0)
     assert {len(p.token_ids) for p in prompts} == {bench.PROMPT_LEN}
     assert len({p.data_source for p in prompts}) == bench.SOURCES
