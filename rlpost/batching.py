@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlpost.losses import aggregation_weights
+from rlpost.losses import aggregation_row_weights
 from rlpost.types import CompactShard, Group, LearnerBatch
 
 
@@ -93,8 +93,7 @@ def compact_shards(groups: list[Group], world_size: int, *, updates_per_batch: i
 def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregation: str, constant: float,
                  real: list[bool]) -> list[np.ndarray]:
     """Each row's aggregation weight (the same for all its trained tokens), per global mini-batch: the ranks' j-th
-    slices together. aggregation_weights depends only on row count and token counts, so a left-aligned mask of the
-    completions gives the values the padded grid would."""
+    slices together, from their trained-token counts (losses.aggregation_row_weights: no padded grid)."""
     weights = [np.zeros(len(part), dtype=np.float64) for part in shard_rows]
     for j in range(updates_per_batch):
         parts = [(rank, lo, hi) for rank, part in enumerate(shard_rows) if real[rank]
@@ -103,8 +102,7 @@ def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregati
             continue
         counts = np.array([len(r.completion) if r.trained else 0 for rank, lo, hi in parts
                            for r in shard_rows[rank][lo:hi]], dtype=np.int64)
-        mask = np.arange(max(1, int(counts.max(initial=0))))[None, :] < counts[:, None]
-        per_row = aggregation_weights(torch.from_numpy(mask.astype(np.float32)), aggregation, constant)[:, 0].numpy()
+        per_row = aggregation_row_weights(torch.from_numpy(counts), aggregation, constant).numpy()
         offset = 0
         for rank, lo, hi in parts:
             weights[rank][lo:hi] = np.where(counts[offset: offset + hi - lo] > 0, per_row[offset: offset + hi - lo], 0)
@@ -114,8 +112,8 @@ def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregati
 
 def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id: int) -> CompactShard:
     prompts: dict[int, np.ndarray] = {}  # a group's samples share their prompt's list: convert it once
-    tokens = [part for r in rows for part in (prompts.setdefault(id(r.prompt), np.asarray(r.prompt, dtype=np.int64)),
-                                              np.asarray(r.completion, dtype=np.int64))]
+    tokens = [part for r in rows for part in (prompts.setdefault(id(r.prompt), np.asarray(r.prompt, dtype=np.int32)),
+                                              np.asarray(r.completion, dtype=np.int32))]
     return CompactShard(
         token_ids=np.concatenate(tokens),
         prompt_lens=np.fromiter((len(r.prompt) for r in rows), dtype=np.int64, count=len(rows)),

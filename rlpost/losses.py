@@ -87,6 +87,25 @@ def aggregation_weights(mask_BT: torch.Tensor, mode: str, constant: float = 0.0)
     raise ValueError(f"unknown aggregation {mode!r}; allowed: {AGGREGATIONS}")
 
 
+def aggregation_row_weights(token_counts: torch.Tensor, mode: str, constant: float = 0.0) -> torch.Tensor:
+    """The weight `aggregation_weights` gives each token of each row, from the rows' token counts alone (it depends on
+    nothing else), without the [B, T] grid; the same float64 operations, so the values are equal bit for bit."""
+    counts = token_counts.to(torch.float64)
+    ones = torch.ones_like(counts)
+    rows = max(1, counts.shape[0])
+    if mode == "token-mean":
+        return ones / counts.sum().clamp(min=1.0)
+    if mode == "seq-mean-token-mean":
+        return ones / counts.clamp(min=1.0) / rows
+    if mode == "seq-mean-token-sum":
+        return ones / rows
+    if mode == "constant":
+        if constant <= 0:
+            raise ValueError("aggregation 'constant' needs a positive constant (the generation cap)")
+        return ones / (rows * constant)
+    raise ValueError(f"unknown aggregation {mode!r}; allowed: {AGGREGATIONS}")
+
+
 def _sequence_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
     return (values_BT * mask_BT).sum(dim=-1, keepdim=True) / mask_BT.sum(dim=-1, keepdim=True).clamp(min=1.0)
 

@@ -219,7 +219,7 @@ class CompactShard:
     padding, plus what is constant along a row (rlpost/batching.py `compact_shards`; `expand_shard` pads it into a
     LearnerBatch on the learner). Arrays are numpy, so Ray passes them as buffers rather than pickled objects."""
 
-    token_ids: Any  # int64 [sum of row lengths]: each row's prompt then completion
+    token_ids: Any  # int32 [sum of row lengths]: each row's prompt then completion
     prompt_lens: Any  # int64 [B]
     completion_lens: Any  # int64 [B]
     advantages: Any  # float32 [B]

@@ -252,3 +252,17 @@ def test_loss_spec_fields_are_algorithm_config_fields_with_the_same_defaults_and
         assert spec_types[field.name] == schema_types[field.name], f"LossSpec.{field.name} type differs"
     alg = AlgorithmConfig()
     assert LossSpec(**{f.name: getattr(alg, f.name) for f in dataclasses.fields(LossSpec)}) == LossSpec()
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"])
+def test_row_weights_equal_the_grid_weights_bit_for_bit(aggregation):
+    from rlpost.losses import aggregation_row_weights
+
+    g = torch.Generator().manual_seed(1)
+    for rows in (1, 3, 17):
+        lengths = torch.randint(0, 40, (rows,), generator=g)
+        mask = (torch.arange(48)[None, :] < lengths[:, None]).float()
+        grid = aggregation_weights(mask, aggregation, 9.0)
+        per_row = aggregation_row_weights(lengths, aggregation, 9.0)
+        assert per_row.dtype == torch.float64
+        assert torch.equal(grid, mask.double() * per_row[:, None])  # every trained token carries its row's weight
