@@ -39,9 +39,12 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: a
 PROMPT_LEN, GROUP, SOURCES, VOCAB, CHARS_PER_TOKEN, SHAPE_K = 256, 16, 8, 151_000, 4, 4.0
 DEFAULT_POINTS = "256x512,1024x4096,4096x4096,8192x4096"
 QUICK_POINTS = "64x256,256x512,512x1024"
-# Peak memory per completion token today (driver-scale.md: ~220 B in-process, ~295 B with Ray, whose actors and
-# object store hold ~150 B more), a safety factor and a fixed base.
-BYTES_PER_TOKEN = {"inprocess": 250.0, "ray": 300.0 + 150.0}
+# Peak memory per completion token, all processes together, by how samples hold their tokens: lists (before issue
+# 17; driver-scale.md: ~220 B in-process, ~295 B with Ray, whose actors and object store hold ~150 B more) and arrays
+# (measured: the driver ~40 B, the stub engines, reward workers and object store ~60 B more); a safety factor and a
+# fixed base on top.
+BYTES_PER_TOKEN = {("lists", "inprocess"): 250.0, ("lists", "ray"): 300.0 + 150.0,
+                   ("arrays", "inprocess"): 60.0, ("arrays", "ray"): 40.0 + 60.0}
 MEMORY_MARGIN, MEMORY_BASE = 1.3, 0.8e9
 PHASES = ("time/generate", "time/reward", "time/advantage", "time/train")
 SHARD_BUILDERS = ("build_shards", "compact_shards")  # what rlpost/loop.py has called its shard builder
@@ -95,9 +98,9 @@ def modes(mode: str) -> list[str]:
     return ["inprocess", "ray"] if mode == "both" else [mode]
 
 
-def estimate_bytes(samples: int, mean: int, mode: str) -> float:
+def estimate_bytes(samples: int, mean: int, mode: str, samples_as: str = "arrays") -> float:
     """Peak memory the point needs on this machine, all processes together, with margin."""
-    return samples * mean * BYTES_PER_TOKEN[mode] * MEMORY_MARGIN + MEMORY_BASE
+    return samples * mean * BYTES_PER_TOKEN[samples_as, mode] * MEMORY_MARGIN + MEMORY_BASE
 
 
 def available_bytes() -> float:
@@ -416,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for samples, mean in args.points:
         for mode in modes(args.mode):
-            need, free = estimate_bytes(samples, mean, mode), available_bytes()
+            need, free = estimate_bytes(samples, mean, mode, args.samples_as), available_bytes()
             if need > free:
                 reason = f"needs ~{need / 1e9:.1f} GB (estimate), {free / 1e9:.1f} GB available"
                 results.append({"samples": samples, "mean_len": mean, "mode": mode, "skipped": reason})

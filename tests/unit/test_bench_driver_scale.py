@@ -75,9 +75,11 @@ def test_config_overrides_load() -> None:
 
 
 def test_memory_guard_grows_with_tokens() -> None:
-    small, big = bench.estimate_bytes(256, 512, "ray"), bench.estimate_bytes(8192, 4096, "ray")
+    small, big = bench.estimate_bytes(256, 512, "ray", "lists"), bench.estimate_bytes(8192, 4096, "ray", "lists")
     assert small < 1.5e9 and 15e9 < big < 25e9
-    assert bench.estimate_bytes(8192, 4096, "inprocess") < big
+    assert bench.estimate_bytes(8192, 4096, "inprocess", "lists") < big
+    assert bench.estimate_bytes(8192, 4096, "ray") < big / 3  # arrays: the default
+    assert bench.estimate_bytes(8192, 16384, "ray") < 20e9  # the 8192 x 16384 point fits in this machine's 23 GB
     assert bench.available_bytes() > 0
 
 
