@@ -73,23 +73,12 @@ def aggregation_weights(mask_BT: torch.Tensor, mode: str, constant: float = 0.0)
     (Dr. GRPO, constant = the generation cap).
     """
     mask = mask_BT.to(torch.float64)
-    rows = max(1, mask.shape[0])
-    if mode == "token-mean":
-        return mask / mask.sum().clamp(min=1.0)
-    if mode == "seq-mean-token-mean":
-        return mask / mask.sum(dim=-1, keepdim=True).clamp(min=1.0) / rows
-    if mode == "seq-mean-token-sum":
-        return mask / rows
-    if mode == "constant":
-        if constant <= 0:
-            raise ValueError("aggregation 'constant' needs a positive constant (the generation cap)")
-        return mask / (rows * constant)
-    raise ValueError(f"unknown aggregation {mode!r}; allowed: {AGGREGATIONS}")
+    return mask * aggregation_row_weights(mask.sum(dim=-1), mode, constant)[:, None]
 
 
 def aggregation_row_weights(token_counts: torch.Tensor, mode: str, constant: float = 0.0) -> torch.Tensor:
-    """The weight `aggregation_weights` gives each token of each row, from the rows' token counts alone (it depends on
-    nothing else), without the [B, T] grid; the same float64 operations, so the values are equal bit for bit."""
+    """The weight each token of each row gets, from the rows' token counts alone (the aggregations depend on nothing
+    else): what `aggregation_weights` spreads over a [B, T] mask, for callers that never build one."""
     counts = token_counts.to(torch.float64)
     ones = torch.ones_like(counts)
     rows = max(1, counts.shape[0])

@@ -255,7 +255,7 @@ def test_loss_spec_fields_are_algorithm_config_fields_with_the_same_defaults_and
 
 
 @pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"])
-def test_row_weights_equal_the_grid_weights_bit_for_bit(aggregation):
+def test_row_weights_are_what_every_trained_token_of_the_row_gets(aggregation):
     from rlpost.losses import aggregation_row_weights
 
     g = torch.Generator().manual_seed(1)
@@ -266,3 +266,6 @@ def test_row_weights_equal_the_grid_weights_bit_for_bit(aggregation):
         per_row = aggregation_row_weights(lengths, aggregation, 9.0)
         assert per_row.dtype == torch.float64
         assert torch.equal(grid, mask.double() * per_row[:, None])  # every trained token carries its row's weight
+        # and the weights sum to the aggregation's normaliser: 1 for token-mean, the same for every row otherwise
+        if aggregation == "token-mean" and lengths.sum() > 0:
+            assert float(grid.sum()) == pytest.approx(1.0)
