@@ -181,7 +181,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         finally:
             self.engine.train()
 
-    def train(self, shard: CompactShard | LearnerBatch, loss: LossSpec, micro_batches: int,
+    def train(self, shard: CompactShard, loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]:
         """`loss.epochs` passes of `loss.updates_per_batch` optimizer steps over this rank's shard.
 
@@ -192,10 +192,10 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         up over ranks.
         """
         injected_fault(f"learner.train.rank{self.rank}")
-        shard = expand_shard(shard) if isinstance(shard, CompactShard) else shard  # padded here, not on the driver
+        padded = expand_shard(shard)  # padded here, not on the driver
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size, max_tokens_per_micro, self.cfg.packing),
-                           micro_batches) for mini in _minibatches(shard, k)]
+                           micro_batches) for mini in _minibatches(padded, k)]
         off_policy = k > 1 or epochs > 1 or loss.tis_level != "none"
         with_ref = loss.needs_reference
         before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]

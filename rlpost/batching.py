@@ -34,16 +34,18 @@ class _Row:
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token rows into (input_ids_BT, attention_mask_BT)."""
-    return _padded(rows, [len(r) for r in rows], pad_id)
-
-
-def _padded(rows: Iterable[Iterable[int]], lengths: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids_BT, attention_mask_BT) of rows `lengths` tokens long, filled in one scatter."""
-    sizes = np.asarray(lengths, dtype=np.int64)
-    valid = np.arange(int(sizes.max()))[None, :] < sizes[:, None]
-    ids = np.full(valid.shape, pad_id, dtype=np.int64)
-    ids[valid] = _flat(rows, int(sizes.sum()), np.int64)  # row-major: each row's tokens, in order
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    ids, valid = _padded(_flat(rows, int(lengths.sum()), np.int64), lengths, pad_id)
     return torch.from_numpy(ids), torch.from_numpy(valid.astype(np.int64))
+
+
+def _padded(flat: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """[B, T] int64 ids of rows `lengths` long whose tokens lie end to end in `flat` (one scatter), and the [B, T]
+    bool mask of real tokens."""
+    valid = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    ids = np.full(valid.shape, pad_id, dtype=np.int64)
+    ids[valid] = flat  # row-major: each row's tokens, in order
+    return ids, valid
 
 
 def _flat(rows: Iterable[Iterable[Any]], count: int, dtype: Any) -> np.ndarray:
@@ -127,12 +129,8 @@ def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id:
 
 def expand_shard(shard: CompactShard) -> LearnerBatch:
     """The padded learner batch of a compact shard: [B, T] ids and attention mask, [B, T-1] per-token tensors."""
-    lengths = shard.prompt_lens + shard.completion_lens
-    width = int(lengths.max())
-    valid = np.arange(width)[None, :] < lengths[:, None]
-    ids = np.full(valid.shape, shard.pad_id, dtype=np.int64)
-    ids[valid] = shard.token_ids
-    shape = (len(lengths), max(1, width - 1))
+    ids, valid = _padded(shard.token_ids, shard.prompt_lens + shard.completion_lens, shard.pad_id)
+    shape = (ids.shape[0], max(1, ids.shape[1] - 1))
     columns = np.arange(shape[1])[None, :]
     starts = (shard.prompt_lens - 1)[:, None]
     positions = (columns >= starts) & (columns < starts + shard.completion_lens[:, None])
