@@ -104,3 +104,59 @@ def test_two_rank_gradient_equals_single_process_reference(stack, tmp_path):
     metrics = _trainer(config, parts, prompts).train(groups)
     assert abs(metrics["train/grad_norm"] - reference) / reference < 1e-4, (metrics["train/grad_norm"], reference)
     assert abs(metrics["train/loss"] - loss.item()) < 1e-6
+
+
+def _reference_module():
+    """tests/unit/_reference_batching.py: the per-row shard builder the compact path replaced (issue 17)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "unit" / "_reference_batching.py"
+    spec = importlib.util.spec_from_file_location("_reference_batching", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)  # registered first: its dataclasses look their module up
+    return module
+
+
+def test_learners_train_on_the_tensors_the_padded_path_built(stack):
+    """The quickstart recipe's steps on the real stack: what each learner rank expands from the compact shard the
+    driver sent equals, tensor for tensor, what the per-row padded builder of before issue 17 made from the same
+    groups. The learner's arithmetic after that point is unchanged, so the quickstart's numbers are too."""
+    import numpy as np
+    import torch
+
+    from rlpost.batching import expand_shard
+    from rlpost.types import LearnerBatch
+
+    config, parts, _, prompts = stack
+    trainer = _trainer(config, parts, prompts)
+    sent, groups_seen = [], []
+    learner_train, trainer_train = trainer.workers.learner.train, trainer.train
+
+    def record_shards(shards, *args, **kwargs):
+        sent.append(shards)
+        return learner_train(shards, *args, **kwargs)
+
+    def record_groups(groups):
+        groups_seen.append(groups)
+        return trainer_train(groups)
+
+    trainer.workers.learner.train, trainer.train = record_shards, record_groups
+    try:
+        for step in (1, 2):
+            trainer.step(step)
+    finally:
+        trainer.workers.learner.train, trainer.train = learner_train, trainer_train
+    assert len(sent) == 2, "both steps must train (the signal reward varies within groups)"
+    alg, reference = config.algorithm, _reference_module()
+    for shards, groups in zip(sent, groups_seen):
+        assert isinstance(groups[0].samples[0].token_ids, np.ndarray)  # arrays from the actor
+        old = reference.reference_build_shards(
+            groups, config.learner.world_size, updates_per_batch=alg.updates_per_batch,
+            aggregation=alg.loss_aggregation, constant=alg.loss_constant or config.rollout.max_new_tokens,
+            mask_truncated=alg.mask_truncated)
+        for new, slow in zip([expand_shard(s) for s in shards], old, strict=True):
+            for field in ("input_ids_BT", "attention_mask_BT", *LearnerBatch.PER_TOKEN):
+                a, b = getattr(new, field), getattr(slow, field)
+                assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), field

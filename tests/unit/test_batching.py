@@ -110,3 +110,31 @@ def test_samples_holding_arrays_give_the_same_shards_as_lists():
                           strict=True):
         for field in ("input_ids_BT", "attention_mask_BT", *LearnerBatch.PER_TOKEN):
             assert torch.equal(getattr(fast, field), getattr(slow, field)), field
+
+
+def test_expand_shard_reads_received_buffers_without_writing_or_aliasing_them():
+    """Ray hands a learner the shard's numpy arrays as read-only views of the object store (zero copy). Expanding
+    must work on such arrays, leave them unchanged, and return tensors that own their memory, so that anything the
+    learner does in place to its batch can never write into a shared buffer."""
+    import dataclasses
+
+    import numpy as np
+
+    from rlpost.batching import compact_shards, expand_shard
+
+    for shard in compact_shards(_random_groups(4, n_groups=9), 2, updates_per_batch=2, mask_truncated=True):
+        arrays = {f.name: getattr(shard, f.name) for f in dataclasses.fields(shard)
+                  if isinstance(getattr(shard, f.name), np.ndarray)}
+        before = {name: a.copy() for name, a in arrays.items()}
+        for a in arrays.values():
+            a.flags.writeable = False  # what a zero-copy get from the object store gives
+        batch = expand_shard(shard)
+        for name, a in arrays.items():
+            assert np.array_equal(a, before[name]), name
+        for field in ("input_ids_BT", "attention_mask_BT", *LearnerBatch.PER_TOKEN):
+            tensor = getattr(batch, field)
+            if tensor is None:
+                continue
+            view = tensor.numpy()
+            assert view.flags.writeable, field
+            assert not any(np.shares_memory(view, a) for a in arrays.values()), field
