@@ -86,16 +86,25 @@ class LearnerClient:
 
     def train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]:
+        return self.submit_train(shards, loss, micro_batches, max_tokens_per_micro)()
+
+    def submit_train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
+                     max_tokens_per_micro: int = 0) -> Callable[[], dict[str, float]]:
+        """Every rank's train call queued (Ray runs one caller's calls to an actor in order); the result waits."""
         import ray
 
         refs = [h.train.remote(ray.put(s), loss, micro_batches, max_tokens_per_micro)
                 for h, s in zip(self.handles, shards)]
-        per_rank = call(refs, "learner.train", self.timeout_s)
-        total: dict[str, float] = {}
-        for metrics in per_rank:
-            for key, value in metrics.items():
-                total[key] = max(total.get(key, value), value) if key.endswith("_max") else total.get(key, 0) + value
-        return total
+
+        def wait() -> dict[str, float]:
+            total: dict[str, float] = {}
+            for metrics in call(refs, "learner.train", self.timeout_s):
+                for key, value in metrics.items():
+                    total[key] = (max(total.get(key, value), value) if key.endswith("_max")
+                                  else total.get(key, 0) + value)
+            return total
+
+        return wait
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "learner.sequence_logprobs",

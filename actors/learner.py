@@ -107,6 +107,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         self.reference: Any = None
         self.shape = (0, 0, 0)  # what sequence_flops needs: matmul parameters, layers, hidden size
         self.peak_flops = float("nan")
+        self.version = 0  # policy version: train calls so far (checkpointed); weight sync stamps it on the engines
 
     def rendezvous(self) -> tuple[str, int]:
         """Rank 0 only: the address and a free port the group will meet at."""
@@ -196,7 +197,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size, max_tokens_per_micro, self.cfg.packing),
                            micro_batches) for mini in _minibatches(padded, k)]
-        off_policy = k > 1 or epochs > 1 or loss.tis_level != "none"
+        off_policy = k > 1 or epochs > 1 or loss.behaviour_tis != "none"  # pi_old: the weights before the update
         with_ref = loss.needs_reference
         before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]
         frozen_passes = FORWARD * (int(off_policy) + int(with_ref))
@@ -230,6 +231,7 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                 grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
                 _accumulate(sums, {"grad_norm": grad_norm / self.world_size}, 1.0 / (k * epochs))
         sums["loss"] = sums.get("loss", 0.0) / k
+        self.version += 1
         return sums
 
     def _frozen_logprobs(self, micro: LearnerBatch, off_policy: bool, with_ref: bool) -> tuple[Any, Any]:
@@ -270,14 +272,15 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
     def save_state(self, path: str) -> None:
         """DeepSpeed checkpoint of this rank (weights, optimizer, scheduler, ZeRO partitions) under `path`; a
         collective: every rank calls it."""
-        self.engine.save_checkpoint(path, tag="state", save_latest=False)
+        self.engine.save_checkpoint(path, tag="state", save_latest=False, client_state={"version": self.version})
 
     def load_state(self, path: str) -> None:
         """Restore what save_state wrote (every rank)."""
-        loaded, _ = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+        loaded, client = self.engine.load_checkpoint(path, tag="state", load_optimizer_states=True,
+                                                     load_lr_scheduler_states=True)
         if loaded is None:
             raise RuntimeError(f"learner rank {self.rank}: no DeepSpeed checkpoint under {path}")
+        self.version = int((client or {}).get("version", 0))
 
     def ping(self) -> int:
         return self.rank

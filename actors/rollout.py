@@ -76,6 +76,7 @@ class RolloutWorker:
                 kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
         self.llm = LLM(**kwargs)
         self.engine_index = engine_index
+        self.weight_version = 0  # the learner's policy version of the weights loaded last (0: the start weights)
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         """Completions for each request, in request order."""
@@ -95,7 +96,7 @@ class RolloutWorker:
                 logprobs = (np.fromiter((step[tok].logprob for tok, step in zip(completion.token_ids, steps)),
                                         dtype=np.float32, count=len(ids)) if steps else np.zeros(len(ids), np.float32))
                 samples.append(Sample(prompt_uid=request.prompt_uid, token_ids=ids, logprobs=logprobs,
-                                      text=completion.text,
+                                      text=completion.text, version=self.weight_version,
                                       finish_reason="stop" if completion.finish_reason == "stop" else "length"))
             groups.append(samples)
         return groups
@@ -110,11 +111,17 @@ class RolloutWorker:
         return [[step[tok].logprob for tok, step in zip(seq[1:], steps[1:])]
                 for seq, steps in zip(sequences, per_sequence)]
 
-    def load_weights(self, bucket_refs: list[Any]) -> int:
-        """CPU transport: reload the model from object-store buckets, then drop KV cache built with old weights."""
+    def load_weights(self, bucket_refs: list[Any], version: int) -> int:
+        """CPU transport: reload the model from object-store buckets (the learner's policy `version`), then drop
+        KV cache built with old weights."""
         loaded = max(self.llm.collective_rpc("rlpost_reload_weights", args=(bucket_refs,)))
         self.llm.reset_prefix_cache()
+        self.weight_version = version
         return loaded
+
+    def set_weight_version(self, version: int) -> None:
+        """GPU transports: the policy version of the weights just transferred (stamped on later samples)."""
+        self.weight_version = version
 
     # vLLM's native weight-transfer protocol (GPU transports): the names match what vLLM's
     # RayVLLMWeightSyncClient calls on a handle, so a learner can drive this actor directly.

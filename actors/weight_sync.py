@@ -31,8 +31,11 @@ class ObjectStoreSender:
     rank: int
     engine: Any  # a DeepSpeed engine
 
-    def named_weights(self, bucket_bytes: int) -> list[Any]:
-        """Full weights in buckets of about `bucket_bytes`, put in the object store (rank 0 returns the refs).
+    version: int  # policy version: train calls so far (LearnerWorker)
+
+    def named_weights(self, bucket_bytes: int) -> tuple[int, list[Any]]:
+        """The policy version and its full weights in buckets of about `bucket_bytes`, put in the object store
+        (rank 0 returns the refs, the others none).
 
         Every rank must call it: under ZeRO-3 each parameter is gathered collectively.
         """
@@ -48,7 +51,7 @@ class ObjectStoreSender:
                     bucket, size = [], 0
         if self.rank == 0 and bucket:
             refs.append(ray.put(bucket))
-        return refs
+        return self.version, refs
 
     def _iter_full_params(self) -> Iterator[tuple[str, Any]]:
         """(HF name, full CPU tensor) for every parameter, gathering ZeRO-3 partitions one at a time."""
@@ -75,12 +78,13 @@ class CpuObjectStoreSync:
         start = time.perf_counter()
         per_rank = call([h.named_weights.remote(self.bucket_bytes) for h in self.learners],
                         "sync.gather (learner.named_weights)", self.timeout_s)
-        refs = per_rank[0]
+        version, refs = per_rank[0]
         gathered = time.perf_counter()
-        loaded = call([h.load_weights.remote(refs) for h in self.rollouts], "sync.load (rollout.load_weights)",
-                      self.timeout_s)
+        loaded = call([h.load_weights.remote(refs, version) for h in self.rollouts],
+                      "sync.load (rollout.load_weights)", self.timeout_s)
         return {"sync/gather_s": gathered - start, "sync/load_s": time.perf_counter() - gathered,
-                "sync/buckets": float(len(refs)), "sync/tensors_loaded": float(min(loaded))}
+                "sync/buckets": float(len(refs)), "sync/tensors_loaded": float(min(loaded)),
+                "sync/version": float(version)}
 
     def rejoin(self, slot: int) -> dict[str, float]:
         """A replacement engine in `slot` needs nothing set up: a full sync gives it the learner's weights."""

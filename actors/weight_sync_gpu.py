@@ -75,9 +75,11 @@ class NativeVllmSender:
             info = IPCTrainerInitInfo(rank=self.rank, packed=False)
         return WeightTransferTrainerFactory.trainer_init(info, client=RayVLLMWeightSyncClient(handle), source=source)
 
-    def send_weights(self) -> None:
+    def send_weights(self) -> int:
+        """Every rollout engine gets this rank's part of the weights; returns the policy version sent."""
         for engine in self._transfer:
             engine.send_weights()
+        return int(getattr(self, "version", 0))
 
 
 def _zero3_source(module: Any) -> Any:
@@ -120,8 +122,11 @@ class NativeVllmSync:
 
     def sync(self) -> dict[str, float]:
         start = time.perf_counter()
-        call([h.send_weights.remote() for h in self.learners], "sync.send_weights (native vLLM)", self.timeout_s)
-        return {"sync/send_s": time.perf_counter() - start}
+        version = call([h.send_weights.remote() for h in self.learners], "sync.send_weights (native vLLM)",
+                       self.timeout_s)[0]
+        call([h.set_weight_version.remote(version) for h in self.rollouts], "rollout.set_weight_version",
+             self.timeout_s)
+        return {"sync/send_s": time.perf_counter() - start, "sync/version": float(version)}
 
     def rejoin(self, slot: int) -> dict[str, float]:
         """The engine now in `slot` (a replacement; `rollout_handles` is updated in place by the rollout client)

@@ -26,6 +26,7 @@ LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-s
 RatioLevel = Literal["token", "sequence"]
 KlEstimator = Literal["k1", "k2", "k3"]
 TisLevel = Literal["none", "token", "sequence"]
+RolloutMode = Literal["sync", "one_step_off", "async"]
 DynamicSamplingMetric = Literal["reward", "accuracy"]
 OnGenRoundsExhausted = Literal["train", "error"]
 SamplerKind = Literal["uniform", "mixture", "dump", "prioritised", "staged"]

@@ -40,6 +40,8 @@ class StepBatch:
     completions: int = 0
     tokens: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # allocation and pre-pass numbers
+    health: dict[str, float] = field(default_factory=dict)  # the reward stage's counts while it was collected
+    timing: dict[str, float] = field(default_factory=dict)  # its phases' seconds when collected ahead of its step
 
 
 class Collector:
@@ -57,6 +59,7 @@ class Collector:
         self.round(batch, timer)
         while not self.enough(batch):
             self.round(batch, timer)
+        batch.health = self.rollouts.health.metrics()  # this collection's passes (and any eval since the last)
         return batch
 
     def round(self, batch: StepBatch, timer: PhaseTimer) -> None:

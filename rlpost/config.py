@@ -33,6 +33,7 @@ from rlpost.choices import (
     PlacementStrategy,
     Preset,
     RatioLevel,
+    RolloutMode,
     SamplerKind,
     SingletonRule,
     StdDdof,
@@ -127,6 +128,12 @@ class RolloutConfig:
     tensor_parallel_size: int = doc("vLLM tensor parallel size per engine (GPU only)", 1, range=f"[1, {MAX_ACTORS}]")
     enforce_eager: bool = doc("disable CUDA graphs / compilation in vLLM (faster start for small runs)", True)
     seed: int = doc("base seed of vLLM sampling; each step offsets it", 0, range=f"[0, {MAX_SEED}]")
+    mode: RolloutMode = doc("'sync': a step's batch is generated with the weights of the step before (no overlap); "
+                            "'one_step_off': step t+1's batch is generated while step t trains, with the weights "
+                            "after step t-1; 'async': generation runs max_staleness steps ahead. Off sync, the loss is "
+                            "corrected for the older weights (README, 'Asynchronous rollouts')", "sync")
+    max_staleness: int = doc("async: policy versions a batch is generated ahead of the step that trains on it (the "
+                             "weights of step t-1-k generate step t's batch; 0 = sync)", 2, range="[0, 64]")
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,9 @@ class AlgorithmConfig:
     epochs: int = doc("passes over each generated batch (old logprobs come from the learner before the first)", 1,
                       range=f"[1, {MAX_COUNT}]")
     tis_level: TisLevel = doc("truncated importance sampling for the vLLM-vs-learner mismatch: 'none', 'token' or "
-                              "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss", "none")
+                              "'sequence' weight min(pi_old / pi_vllm, tis_cap) on the policy loss (with "
+                              "rollout.mode off sync, 'none' means 'token': stale samples are always corrected)",
+                              "none")
     tis_cap: float = doc("cap of the truncated importance weight", 2.0, range="(0, inf)")
     dynamic_sampling: bool = doc("DAPO: drop groups whose dynamic_sampling_metric is all equal and generate more "
                                  "prompts until prompts_per_step groups are kept", False)

@@ -13,6 +13,7 @@ import dataclasses
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from rlpost.advantages import batch_advantages
 from rlpost.allocators import make_allocator
@@ -22,6 +23,7 @@ from rlpost.config import RootConfig
 from rlpost.flops import mfu
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
+from rlpost.pipeline import Pipeline, rollout_lag
 from rlpost.prepass import evaluate
 from rlpost.rollouts import Rollouts, mean, run_columns
 from rlpost.types import Allocator, Group, LearnerGroup, Prompt, PromptSampler, RolloutEngine, Workers
@@ -29,9 +31,11 @@ from rlpost.types import Allocator, Group, LearnerGroup, Prompt, PromptSampler, 
 
 def loss_spec(config: RootConfig) -> LossSpec:
     """The learner's view of the algorithm section, field by field (KL goes into the reward instead when
-    kl_in_reward)."""
+    kl_in_reward); off sync, the proximal-policy correction for stale samples (rlpost/pipeline.py)."""
     alg = config.algorithm
-    spec = LossSpec(**{f.name: getattr(alg, f.name) for f in dataclasses.fields(LossSpec)})
+    spec = LossSpec(**{f.name: getattr(alg, f.name) for f in dataclasses.fields(LossSpec)
+                       if f.name not in LossSpec.DERIVED})
+    spec = dataclasses.replace(spec, proximal=rollout_lag(config) > 0)
     return dataclasses.replace(spec, kl_coef=0.0) if alg.kl_in_reward else spec
 
 
@@ -46,33 +50,45 @@ class Trainer:
             config.allocator, config.rollout.samples_per_prompt)
         self.rollouts = rollouts or Rollouts(config, workers.rollout, workers.reward)
         self.collector = Collector(config, self.rollouts, workers.learner, sampler, self.allocator)
+        self.pipeline = Pipeline(self.collector, rollout_lag(config), config.run.steps)
         self.loss = loss_spec(config)
         self.probe_sequences = probe_sequences or []
+        self.version = 0  # policy version: learner updates so far (a checkpoint keeps it)
         self._last_step = 0
 
     def step(self, step: int) -> dict[str, float]:
         """One GRPO-family step; returns its metrics, each phase timed."""
         timer, started = PhaseTimer(), time.perf_counter()
         self._last_step = step
-        batch = self.collector.collect(step, timer)      # 1-4. sample, allocate, generate, score
-        metrics = self.learn(batch, timer)               # 5-7. advantages, train, sync (+ probe)
-        return {**metrics, **step_timing(timer, time.perf_counter() - started, metrics["tokens/generated"])}
+        batch = self.pipeline.take(step, timer)          # 1-4. sample, allocate, generate, score (or collected ahead)
+        metrics = self.learn(batch, timer)               # 5-7. advantages, train (+ collect ahead), sync (+ probe)
+        wall = time.perf_counter() - started
+        timing = step_timing(timer, wall, metrics["tokens/generated"])
+        timing["rollout/idle_frac"] = max(0.0, 1.0 - self.pipeline.generate_s / wall) if wall > 0 else float("nan")
+        return {**metrics, **batch.timing, **timing}
 
     def learn(self, batch: StepBatch, timer: PhaseTimer) -> dict[str, float]:
-        """Advantages of the kept groups (and the sampler's feedback), the policy update and the weight sync; a
-        step whose groups all carry no signal trains nothing."""
+        """Advantages of the kept groups (and the sampler's feedback), the policy update (while a later batch is
+        collected, off sync) and the weight sync; a step whose groups all carry no signal trains nothing."""
         with timer.phase("advantage"):                                # 5. group-relative advantages
             advantage_metrics = self.advantages(batch.kept, batch.generated)
             self.sampler.update(batch.generated)
-        metrics = {**reward_metrics(batch.generated), **self.rollouts.health.metrics(), **advantage_metrics,
-                   **self.sampler.metrics(), **batch_metrics(batch)}
+        metrics = {**reward_metrics(batch.generated), **batch.health, **advantage_metrics, **self.sampler.metrics(),
+                   **batch_metrics(batch), **staleness_metrics(batch, self.version)}
         trained = [g for g in batch.kept if g.advantages]
+        with timer.phase("train"):                                    # 6. policy update
+            wait = self.submit_train(trained) if trained else None
+            self.pipeline.launch(batch.step)  # after the train calls are queued: see rlpost/pipeline.py
+            result = wait() if wait is not None else {}
+        if self.pipeline.lag:
+            with timer.phase("wait"):
+                self.pipeline.join()
         if not trained:
             print(f"[rlpost] warning: step {batch.step} has no group to train on; the policy is unchanged",
                   file=sys.stderr, flush=True)
             return metrics
-        with timer.phase("train"):                                    # 6. policy update
-            metrics.update(self.train(trained))
+        self.version += 1
+        metrics.update(result)
         metrics["perf/mfu"] = mfu(metrics["perf/model_flops"], timer.seconds["time/train"], metrics["perf/peak_flops"])
         with timer.phase("sync"):                                     # 7. weights into vLLM, then probe
             metrics.update(self.workers.weight_sync.sync())
@@ -95,19 +111,29 @@ class Trainer:
         return metrics
 
     def train(self, groups: list[Group]) -> dict[str, float]:
-        """The policy update over the learner ranks: the groups cut into one compact shard per rank."""
+        """The policy update over the learner ranks, waited for."""
+        return self.submit_train(groups)()
+
+    def submit_train(self, groups: list[Group]) -> Callable[[], dict[str, float]]:
+        """The policy update queued on every learner rank (the groups cut into one compact shard per rank); the
+        result waits for it and gives the `train/*` and `perf/*` metrics."""
         cfg = self.config.learner
         alg = self.config.algorithm
         k = self.loss.updates_per_batch
         shards = compact_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
-                              constant=alg.loss_constant or self.config.rollout.max_new_tokens,
-                              mask_truncated=alg.mask_truncated)
+                                constant=alg.loss_constant or self.config.rollout.max_new_tokens,
+                                mask_truncated=alg.mask_truncated)
         micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro, cfg.packing)
-        sums = self.workers.learner.train(shards, self.loss, micro, cfg.max_tokens_per_micro)
-        positions, trained = sums.pop("positions", 0.0), sums.pop("trained_positions", 0.0)
-        perf = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
-        perf.update({f"perf/{key}": sums.pop(key, float("nan")) for key in ("model_flops", "peak_flops")})
-        return {**{f"train/{key}": value for key, value in sums.items()}, **perf}
+        wait = self.workers.learner.submit_train(shards, self.loss, micro, cfg.max_tokens_per_micro)
+
+        def metrics() -> dict[str, float]:
+            sums = wait()
+            positions, trained = sums.pop("positions", 0.0), sums.pop("trained_positions", 0.0)
+            perf = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
+            perf.update({f"perf/{key}": sums.pop(key, float("nan")) for key in ("model_flops", "peak_flops")})
+            return {**{f"train/{key}": value for key, value in sums.items()}, **perf}
+
+        return metrics
 
     def probe(self) -> float:
         """Largest |vLLM logprob - learner logprob| over the fixed probe sequences and every engine."""
@@ -133,6 +159,15 @@ def step_timing(timer: PhaseTimer, wall_s: float, tokens: float) -> dict[str, fl
     phases = sum(timer.seconds.values())
     return {**timer.seconds, "time/step": phases, "time/wall": wall_s, "time/overhead": max(0.0, wall_s - phases),
             "perf/tokens_per_s": tokens / wall_s if wall_s > 0 else float("nan")}
+
+
+def staleness_metrics(batch: StepBatch, version: int) -> dict[str, float]:
+    """How many policy versions the batch's samples lag the weights about to train on them (0 in sync mode)."""
+    lags = [version - s.version for g in batch.generated for s in g.samples]
+    if not lags:
+        return {}
+    return {"rollout/policy_version": float(version), "rollout/staleness_mean": sum(lags) / len(lags),
+            "rollout/staleness_max": float(max(lags))}
 
 
 def batch_metrics(batch: StepBatch) -> dict[str, float]:

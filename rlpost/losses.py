@@ -17,6 +17,7 @@ The accepted modes (aggregations, KL estimators, ratio and TIS levels) are the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -47,6 +48,16 @@ class LossSpec:
     tis_cap: float = 2.0
     updates_per_batch: int = 1  # mini-batches per epoch (optimizer steps per epoch)
     epochs: int = 1
+    # Not a recipe key: set by the driver when rollout.mode is off sync. The learner then takes pi_old from its own
+    # weights before the update (the proximal policy) and the TIS weight corrects for the older behaviour policy.
+    proximal: bool = False
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("proximal",)  # fields the driver sets, not copied from the schema
+
+    @property
+    def behaviour_tis(self) -> TisLevel:
+        """The importance-weight level in use: tis_level, or 'token' when samples may be stale and it is 'none'."""
+        return "token" if self.proximal and self.tis_level == "none" else self.tis_level
 
     @property
     def needs_reference(self) -> bool:
@@ -146,12 +157,13 @@ def _clipped_surrogate(ratio_BT: torch.Tensor, advantages_BT: torch.Tensor, spec
 def _importance_corrected(pg_BT: torch.Tensor, old_logprobs_BT: torch.Tensor,
                           rollout_logprobs_BT: torch.Tensor | None, mask_BT: torch.Tensor, spec: LossSpec
                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The policy term times the truncated importance weights, and the weights (None when tis_level is 'none')."""
-    if spec.tis_level == "none":
+    """The policy term times the truncated importance weights, and the weights (None when no correction is on)."""
+    level = spec.behaviour_tis
+    if level == "none":
         return pg_BT, None
     if rollout_logprobs_BT is None:
         raise ValueError("truncated importance sampling needs the rollout logprobs")
-    tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec.tis_level, spec.tis_cap)
+    tis = importance_weights(old_logprobs_BT, rollout_logprobs_BT, mask_BT, level, spec.tis_cap)
     return pg_BT * tis, tis
 
 

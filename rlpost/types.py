@@ -9,6 +9,7 @@ rollouts and multi-turn samples (later issues).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -55,6 +56,7 @@ class Sample:
     finish_reason: str  # 'stop' (EOS) or 'length' (truncated)
     reward: float = float("nan")
     reward_components: dict[str, float] = field(default_factory=dict)
+    version: int = 0  # the policy version (learner updates so far) of the engine weights that generated it
 
     @property
     def accuracy(self) -> float:
@@ -289,6 +291,12 @@ class LearnerGroup(Protocol):
 
     def train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
               max_tokens_per_micro: int = 0) -> dict[str, float]: ...
+
+    def submit_train(self, shards: list[CompactShard], loss: LossSpec, micro_batches: int,
+                     max_tokens_per_micro: int = 0) -> Callable[[], dict[str, float]]:
+        """`train`, started: every rank has the call queued when this returns (so a learner call made later, from
+        any thread, runs after it); calling the result waits for the metrics."""
+        ...
 
     def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,12 @@ class StubLearner:
     def train(self, shards: Any, loss: Any, micro_batches: int, max_tokens_per_micro: int = 0) -> dict[str, float]:
         tensor_bytes(shards)
         return {}
+
+    def submit_train(self, shards: Any, loss: Any, micro_batches: int,
+                     max_tokens_per_micro: int = 0) -> Callable[[], dict[str, float]]:
+        """In process: trains at once; the result is ready."""
+        result = self.train(shards, loss, micro_batches, max_tokens_per_micro)
+        return lambda: result
 
     def ping(self) -> bool:
         return True

@@ -81,6 +81,8 @@ def train(config: RootConfig) -> RunResult:
             where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
             raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
                              "`resume=auto`.") from None
+        finally:
+            run.trainer.pipeline.close()  # a batch collected ahead past a stop is dropped (a checkpoint has its own)
         if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
             return RunResult(run_dir, run.before, {}, steps, seconds, stopped_by_signal=True)
         after = _finish(config, run, cluster.learner, setup.eval, run_dir)
@@ -101,9 +103,11 @@ class Started:
     before: dict[str, float]
 
     def driver_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps besides the learner: sampler and allocator state, prompts, the first eval."""
+        """What a checkpoint keeps besides the learner: sampler and allocator state, prompts, the first eval, the
+        policy version and the batches collected ahead of their step (off sync)."""
         return {"sampler": self.trainer.sampler.state_dict(), "allocator": self.trainer.allocator.state_dict(),
-                "prompt_uids": [p.uid for p in self.prompts], "before": self.before}
+                "prompt_uids": [p.uid for p in self.prompts], "before": self.before,
+                "policy_version": self.trainer.version, "pending": self.trainer.pipeline.state_dict()}
 
 
 def _run_dir(config: RootConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -182,6 +186,8 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
     allocator.load_state_dict(state["allocator"])
     trainer = Trainer(config, cluster.workers, sampler, allocator=allocator,
                       probe_sequences=_probe_sequences(config, setup))
+    trainer.version = state.get("policy_version", 0)
+    trainer.pipeline.load_state_dict(state.get("pending", []), by_uid)
     return Started(trainer, kept, state["before"])
 
 

@@ -132,22 +132,22 @@ def test_learners_train_on_the_tensors_the_padded_path_built(stack):
     config, parts, _, prompts = stack
     trainer = _trainer(config, parts, prompts)
     sent, groups_seen = [], []
-    learner_train, trainer_train = trainer.workers.learner.train, trainer.train
+    learner_submit, trainer_submit = trainer.workers.learner.submit_train, trainer.submit_train
 
     def record_shards(shards, *args, **kwargs):
         sent.append(shards)
-        return learner_train(shards, *args, **kwargs)
+        return learner_submit(shards, *args, **kwargs)
 
     def record_groups(groups):
         groups_seen.append(groups)
-        return trainer_train(groups)
+        return trainer_submit(groups)
 
-    trainer.workers.learner.train, trainer.train = record_shards, record_groups
+    trainer.workers.learner.submit_train, trainer.submit_train = record_shards, record_groups
     try:
         for step in (1, 2):
             trainer.step(step)
     finally:
-        trainer.workers.learner.train, trainer.train = learner_train, trainer_train
+        trainer.workers.learner.submit_train, trainer.submit_train = learner_submit, trainer_submit
     assert len(sent) == 2, "both steps must train (the signal reward varies within groups)"
     alg, reference = config.algorithm, _reference_module()
     for shards, groups in zip(sent, groups_seen):

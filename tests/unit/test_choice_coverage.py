@@ -212,6 +212,7 @@ COVERED_ELSEWHERE = {
     "Backend": "passed to torch.distributed (auto resolved in actors/learner.py)",
     "Transport": "actors/weight_sync.py make_weight_sync (auto resolved in actors/build.py)",
     "PlacementStrategy": "passed to Ray's placement_group",
+    "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
 }
 
 

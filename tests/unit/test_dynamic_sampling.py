@@ -45,6 +45,10 @@ class FakeLearner:
         self.trained.append(shards)
         return {"loss": 0.0, "clip_frac": 0.0}
 
+    def submit_train(self, shards, loss, micro, max_tokens_per_micro=0):
+        result = self.train(shards, loss, micro, max_tokens_per_micro)
+        return lambda: result
+
     def reference_kl(self, sequences, prompt_lens, estimator):
         self.kl_calls += 1
         return [0.5 * (len(s) - p) for s, p in zip(sequences, prompt_lens)]
