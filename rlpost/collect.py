@@ -60,6 +60,8 @@ class Collector:
         while not self.enough(batch):
             self.round(batch, timer)
         batch.health = self.rollouts.health.metrics()  # this collection's passes (and any eval since the last)
+        # the draw counts are this batch's: off sync the sampler has drawn later batches by the time it trains
+        batch.metrics.update({k: v for k, v in self.sampler.metrics().items() if k.startswith("sampler/count/")})
         return batch
 
     def round(self, batch: StepBatch, timer: PhaseTimer) -> None:

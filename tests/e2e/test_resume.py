@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import REPO, RLPOST, run_cli
 
 ARGS = ["quickstart", "run.steps=4", "checkpoint.every=2", "data.n_eval_per_source=8", "algorithm.prompts_per_step=8",
@@ -26,18 +28,22 @@ def _timing(key: str) -> bool:
     """Keys that depend on the clock: timings, rates, and the peak FLOPs (measured, cached by whichever rank of
     whichever run measures first) with the MFU made from them."""
     return (key.startswith("time/") or (key.startswith("sync/") and key.endswith("_s"))
-            or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops"))
+            or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops", "rollout/idle_frac"))
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "one_step_off"])
+def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
+    """one_step_off: the step-2 checkpoint holds step 3's batch, generated before the kill; the resumed run trains
+    on those rollouts (none is lost or regenerated with other weights), so it too repeats the run left alone."""
     alone, killed = tmp_path / "alone", tmp_path / "killed"
-    result = run_cli("train", *ARGS, f"run.output_dir={alone}", timeout=900)
+    args = [*ARGS, f"rollout.mode={mode}"]
+    result = run_cli("train", *args, f"run.output_dir={alone}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
     # The driver stops itself right after writing step 3 (after the step-2 checkpoint), so the kill lands there
     # however fast the machine: polling alone let a fast run write step 4 before the kill.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RLPOST_INJECT_FAULT": "driver.step_done:hang@3"}
-    proc = subprocess.Popen([RLPOST, "train", *ARGS, f"run.output_dir={killed}"], cwd=REPO, env=env,
+    proc = subprocess.Popen([RLPOST, "train", *args, f"run.output_dir={killed}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     try:
@@ -52,10 +58,17 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert 3 in _metrics(killed) and 4 not in _metrics(killed)
 
-    result = run_cli("train", *ARGS, f"run.output_dir={killed}", "resume=auto", timeout=900)
+    (checkpoint,) = killed.glob("resume-*/checkpoints/step_000002")
+    pending = json.loads((checkpoint / "driver.json").read_text())["pending"]
+    result = run_cli("train", *args, f"run.output_dir={killed}", "resume=auto", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stdout and "from step_000002" in result.stdout
     a, b = _metrics(alone), _metrics(killed)
+    if mode == "sync":
+        assert pending == []
+    else:  # step 3's batch, stored: its tokens are the ones step 3 trained on in both runs
+        assert [p["step"] for p in pending] == [3] and pending[0]["tokens"] == a[3]["tokens/generated"]
+        assert a[3]["rollout/staleness_max"] == 1
     assert sorted(a) == sorted(b) == [0, 1, 2, 3, 4]  # step 3 of the killed run was dropped and redone
     for step in (3, 4):
         same = {k: v for k, v in a[step].items() if not _timing(k)}
