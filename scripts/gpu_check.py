@@ -362,6 +362,13 @@ def build_checks(gpus: int, work: Path, out: Path, probe_tol: float, stage: Path
               train_argv("quickstart", work, [*quick_where, "rollout.gpu_memory_utilization=0.25", "run.steps=30",
                                               "run.tensorboard=false", "run.progress_bar=false"]),
               360, judge_run(30, probe_tol), quick_env),
+        Check("async", "scripts/bench_vs_trl.py --rlpost-modes sync,one_step_off --steps 4 in bf16, vLLM and the "
+              "learner sharing one GPU: s/step of each mode (its table has the idle fractions)",
+              (sys.executable, "scripts/bench_vs_trl.py", "--systems", "rlpost", "--rlpost-modes", "sync,one_step_off",
+               "--steps", "4", "--learner-ranks", "1", "--dtype", "bfloat16",
+               "--workdir", str((work / "async").resolve()), "--out", str((out / "async_modes.json").resolve()),
+               *bench_sets),
+              360, judge_bench(out / "async_modes.json"), placement(1, "cpu")[1]),
         Check("bench", "scripts/bench_vs_trl.py --quick --steps 3 in bf16: rlpost and TRL (vLLM colocate) on the "
               "GPU, bare vLLM",
               (sys.executable, "scripts/bench_vs_trl.py", "--quick", "--steps", "3", "--learner-ranks", "1",

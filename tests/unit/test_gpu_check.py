@@ -56,7 +56,7 @@ def test_check_list_order_gpus_and_selection(tmp_path):
     checks = gc.build_checks(1, tmp_path / "work", tmp_path / "out", 0.05, tmp_path / "wheels", tmp_path / "site")
     names = [c.name for c in checks]
     assert names == ["install", "env", "vllm-api", "vllm-generate", "learner-zero2", "learner-zero3", "sync-ipc",
-                     "sync-nccl", "rejoin-ipc", "rejoin-nccl", "quickstart", "bench"]
+                     "sync-nccl", "rejoin-ipc", "rejoin-nccl", "quickstart", "async", "bench"]
     assert len(set(names)) == len(names)
     by_name = {c.name: c for c in checks}
     assert [n for n, c in by_name.items() if c.gpus == 2] == ["sync-nccl", "rejoin-nccl"]
