@@ -362,8 +362,8 @@ def build_checks(gpus: int, work: Path, out: Path, probe_tol: float, stage: Path
               train_argv("quickstart", work, [*quick_where, "rollout.gpu_memory_utilization=0.25", "run.steps=30",
                                               "run.tensorboard=false", "run.progress_bar=false"]),
               360, judge_run(30, probe_tol), quick_env),
-        Check("async", "scripts/bench_vs_trl.py --rlpost-modes sync,one_step_off --steps 4 in bf16, vLLM and the "
-              "learner sharing one GPU: s/step of each mode (its table has the idle fractions)",
+        Check("async", "rlpost in rollout.mode sync, then one_step_off (the peer script's --rlpost-modes), 4 steps "
+              "in bf16, vLLM and the learner sharing one GPU: s/step of each (idle fractions in its log)",
               (sys.executable, "scripts/bench_vs_trl.py", "--systems", "rlpost", "--rlpost-modes", "sync,one_step_off",
                "--steps", "4", "--learner-ranks", "1", "--dtype", "bfloat16",
                "--workdir", str((work / "async").resolve()), "--out", str((out / "async_modes.json").resolve()),
