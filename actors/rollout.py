@@ -95,8 +95,13 @@ class RolloutWorker:
                 steps: Any = completion.logprobs  # one {token: Logprob} per sampled token when asked for
                 logprobs = (np.fromiter((step[tok].logprob for tok, step in zip(completion.token_ids, steps)),
                                         dtype=np.float32, count=len(ids)) if steps else np.zeros(len(ids), np.float32))
+                text = completion.text
+                if request.prefix_len:  # a partial rollout continued: the text of the whole completion so far
+                    text = self.llm.get_tokenizer().decode(
+                        [*request.token_ids[len(request.token_ids) - request.prefix_len:], *completion.token_ids],
+                        skip_special_tokens=True)
                 samples.append(Sample(prompt_uid=request.prompt_uid, token_ids=ids, logprobs=logprobs,
-                                      text=completion.text, version=self.weight_version,
+                                      text=text, version=self.weight_version,
                                       finish_reason="stop" if completion.finish_reason == "stop" else "length"))
             groups.append(samples)
         return groups

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from rlpost.losses import aggregation_row_weights
+from rlpost.partial import loss_start
 from rlpost.types import CompactShard, Group, LearnerBatch
 
 
@@ -30,6 +31,12 @@ class _Row:
     advantage: float
     rollout_logprobs: Sequence[float]
     trained: bool  # False: the completion's tokens get no loss (e.g. a masked truncated completion)
+    loss_from: int = 0  # completion tokens before this one get no loss (partial_loss 'latest')
+
+    @property
+    def in_loss(self) -> int:
+        """Completion tokens that get a loss."""
+        return len(self.completion) - self.loss_from if self.trained else 0
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,14 +77,16 @@ def build_shards(groups: list[Group], world_size: int, *, updates_per_batch: int
 
 def compact_shards(groups: list[Group], world_size: int, *, updates_per_batch: int = 1,
                    aggregation: str = "token-mean", constant: float = 0.0, mask_truncated: bool = False,
-                   pad_id: int = 0) -> list[CompactShard]:
+                   pad_id: int = 0, latest_segment_only: bool = False) -> list[CompactShard]:
     """Spread the step's samples over `world_size` shards of near-equal token count, with aggregation weights, as
     unpadded arrays plus per-row scalars (what crosses to the learners; `expand_shard` pads them there).
 
-    mask_truncated: completions that hit the length cap get no loss (DAPO's overlong filtering); they still count
-    as sequences in the seq-mean aggregations, as in TRL and verl.
+    mask_truncated: completions that did not end with EOS (cut at the length cap or stopped as a repeat loop) get
+    no loss (DAPO's overlong filtering); they still count as sequences in the seq-mean aggregations, as in TRL and
+    verl. latest_segment_only: a partial rollout's earlier segments get no loss (rollout.partial_loss 'latest').
     """
-    rows = [_Row(g.prompt.token_ids, s.token_ids, adv, s.logprobs, not (mask_truncated and s.finish_reason == "length"))
+    rows = [_Row(g.prompt.token_ids, s.token_ids, adv, s.logprobs, not (mask_truncated and s.finish_reason != "stop"),
+                 loss_start(s, latest_segment_only))
             for g in groups for s, adv in zip(g.samples, g.advantages, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))
     buckets: list[list[int]] = [[] for _ in range(world_size)]
@@ -88,7 +97,7 @@ def compact_shards(groups: list[Group], world_size: int, *, updates_per_batch: i
         loads[rank] += len(rows[i].prompt) + len(rows[i].completion)
     shard_rows = [[rows[i] for i in sorted(b)] or [_Row([pad_id], [pad_id], 0.0, [0.0], False)] for b in buckets]
     weights = _row_weights(shard_rows, updates_per_batch, aggregation, constant, [bool(b) for b in buckets])
-    total_tokens = max(1.0, float(sum(len(r.completion) for part in shard_rows for r in part if r.trained)))
+    total_tokens = max(1.0, float(sum(r.in_loss for part in shard_rows for r in part)))
     return [_compact(part, w, total_tokens, pad_id) for part, w in zip(shard_rows, weights)]
 
 
@@ -102,8 +111,7 @@ def _row_weights(shard_rows: list[list[_Row]], updates_per_batch: int, aggregati
                  for lo, hi in [minibatch_bounds(len(part), updates_per_batch)[j]] if hi > lo]
         if not parts:
             continue
-        counts = np.array([len(r.completion) if r.trained else 0 for rank, lo, hi in parts
-                           for r in shard_rows[rank][lo:hi]], dtype=np.int64)
+        counts = np.array([r.in_loss for rank, lo, hi in parts for r in shard_rows[rank][lo:hi]], dtype=np.int64)
         per_row = aggregation_row_weights(torch.from_numpy(counts), aggregation, constant).numpy()
         offset = 0
         for rank, lo, hi in parts:
@@ -124,7 +132,8 @@ def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id:
         loss_weights=weights, trained=np.fromiter((r.trained for r in rows), dtype=bool, count=len(rows)),
         rollout_logprobs=np.concatenate([np.asarray(r.rollout_logprobs[: len(r.completion)], dtype=np.float32)
                                          for r in rows]),
-        total_tokens=total_tokens, pad_id=pad_id)
+        total_tokens=total_tokens, pad_id=pad_id,
+        loss_starts=np.fromiter((r.loss_from for r in rows), dtype=np.int64, count=len(rows)))
 
 
 def expand_shard(shard: CompactShard) -> LearnerBatch:
@@ -134,7 +143,7 @@ def expand_shard(shard: CompactShard) -> LearnerBatch:
     columns = np.arange(shape[1])[None, :]
     starts = (shard.prompt_lens - 1)[:, None]
     positions = (columns >= starts) & (columns < starts + shard.completion_lens[:, None])
-    mask = positions & shard.trained[:, None]
+    mask = positions & shard.trained[:, None] & (columns >= starts + shard.loss_starts[:, None])
     rollout_lp = np.zeros(shape, dtype=np.float32)
     rollout_lp[positions] = shard.rollout_logprobs
     mask_t = torch.from_numpy(mask.astype(np.float32))

@@ -17,9 +17,10 @@ from typing import Any
 from rlpost.allocators import allocation_metrics
 from rlpost.config import RootConfig
 from rlpost.metrics import PhaseTimer
-from rlpost.rollouts import PREPASS_ROUND, Rollouts, run_columns, step_budget
+from rlpost.partial import PartialBuffer, extend
+from rlpost.rollouts import PARTIAL_ROUND, PREPASS_ROUND, Rollouts, run_columns, step_budget
 from rlpost.shaping import informative_group, overlong_penalty
-from rlpost.types import Allocator, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
+from rlpost.types import Allocator, GenerationRequest, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
 
 
 class DynamicSamplingExhausted(RuntimeError):
@@ -52,6 +53,8 @@ class Collector:
                  allocator: Allocator) -> None:
         self.config, self.rollouts, self.learner = config, rollouts, learner
         self.sampler, self.allocator = sampler, allocator
+        cfg = config.rollout
+        self.partial = PartialBuffer(cfg.partial_max_tokens, cfg.stop_on_repeat) if cfg.partial_max_tokens else None
 
     def collect(self, step: int, timer: PhaseTimer) -> StepBatch:
         """Rounds until the step has its groups (one round without dynamic sampling)."""
@@ -74,9 +77,7 @@ class Collector:
             requests = self.rollouts.requests(prompts, batch.step, [n for n in counts if n > 0],
                                               round_=batch.rounds, budget=batch.budget)
         with timer.phase("generate"):                             # 3. vLLM completions
-            groups = self.rollouts.generate(prompts, requests)
-            batch.completions += sum(len(g.samples) for g in groups)
-            batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples)
+            groups = self.generate(prompts, requests, batch)
         with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
             groups = self.rollouts.score(groups, batch.run, f"step {batch.step}")
             self.shape_rewards(groups)
@@ -90,6 +91,33 @@ class Collector:
             batch.kept += [g for g in groups if informative_group(self._filter_values(g))]
         else:
             batch.kept = groups
+
+    def generate(self, prompts: list[Prompt], requests: list[GenerationRequest], batch: StepBatch) -> list[Group]:
+        """The round's groups, counted into the batch. With partial rollouts, the first round also continues the
+        parked completions, and only groups whose completions are all done come back (rlpost/partial.py)."""
+        if self.partial is None:
+            groups = self.rollouts.generate(prompts, requests)
+            batch.completions += sum(len(g.samples) for g in groups)
+            batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples)
+            return groups
+        limits = self.partial.segment(requests)
+        parked = self.partial.take_parked() if batch.rounds == 0 else []
+        cfg = self.config.rollout
+        more, targets = self.partial.continuations(parked, lambda i: self.rollouts.seed(batch.step, i, PARTIAL_ROUND),
+                                                   cfg.temperature, cfg.top_p)
+        results = self.rollouts.rollout.generate([*requests, *more])
+        groups = [Group(p, s) for p, s in zip(prompts, results)]
+        pieces = [piece for (piece,) in results[len(requests):]]
+        for sample, piece in zip(targets, pieces, strict=True):
+            extend(sample, piece)
+        batch.completions += sum(len(g.samples) for g in groups)
+        batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples) + sum(len(p.token_ids) for p in pieces)
+        done = self.partial.settle([*groups, *(p.group for p in parked)], [*limits, *(p.limit for p in parked)])
+        finished = {id(g) for g in done}
+        batch.metrics.update({"partial/continued": float(len(pieces)),  # parked completions continued
+                              "partial/resumed_groups": float(sum(id(p.group) in finished for p in parked)),
+                              "partial/parked_groups": float(len(self.partial.parked))})  # waiting after the round
+        return done
 
     def enough(self, batch: StepBatch) -> bool:
         """Whether the step stops generating: always after one round without dynamic sampling; with it, once

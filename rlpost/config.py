@@ -30,6 +30,7 @@ from rlpost.choices import (
     KlEstimator,
     LossAggregation,
     OnGenRoundsExhausted,
+    PartialLoss,
     PlacementStrategy,
     Preset,
     RatioLevel,
@@ -134,6 +135,14 @@ class RolloutConfig:
                             "corrected for the older weights (README, 'Asynchronous rollouts')", "sync")
     max_staleness: int = doc("async: policy versions a batch is generated ahead of the step that trains on it (the "
                              "weights of step t-1-k generate step t's batch; 0 = sync)", 2, range="[0, 64]")
+    partial_max_tokens: int = doc("partial rollouts (Kimi k1.5): a pass generates at most this many tokens of a "
+                                  "completion; one still unfinished is parked with its group and continued in the "
+                                  "next step with the weights of then (0 = off)", 0, range=f"[0, {MAX_TOKENS}]")
+    partial_loss: PartialLoss = doc("partial rollouts: which segments of a continued completion enter the loss, "
+                                    "'all' or the 'latest' (the freshest weights') only", "all")
+    stop_on_repeat: int = doc("partial rollouts: end a completion whose tail is one block of up to 16 tokens "
+                              "repeated this many times instead of continuing it (finish_reason 'repeat'; 0 = off)",
+                              0, range="[0, 1024]")
 
 
 @dataclass(frozen=True)

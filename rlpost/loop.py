@@ -23,6 +23,7 @@ from rlpost.config import RootConfig
 from rlpost.flops import mfu
 from rlpost.losses import LossSpec
 from rlpost.metrics import PhaseTimer
+from rlpost.partial import trained_version
 from rlpost.pipeline import Pipeline, rollout_lag
 from rlpost.prepass import evaluate
 from rlpost.rollouts import Rollouts, mean, run_columns
@@ -74,7 +75,8 @@ class Trainer:
             advantage_metrics = self.advantages(batch.kept, batch.generated)
             self.sampler.update(batch.generated)
         metrics = {**reward_metrics(batch.generated), **batch.health, **advantage_metrics, **self.sampler.metrics(),
-                   **batch_metrics(batch), **staleness_metrics(batch, self.version)}
+                   **batch_metrics(batch),
+                   **staleness_metrics(batch, self.version, self.config.rollout.partial_loss == "latest")}
         trained = [g for g in batch.kept if g.advantages]
         with timer.phase("train"):                                    # 6. policy update
             wait = self.submit_train(trained) if trained else None
@@ -122,7 +124,8 @@ class Trainer:
         k = self.loss.updates_per_batch
         shards = compact_shards(groups, cfg.world_size, updates_per_batch=k, aggregation=alg.loss_aggregation,
                                 constant=alg.loss_constant or self.config.rollout.max_new_tokens,
-                                mask_truncated=alg.mask_truncated)
+                                mask_truncated=alg.mask_truncated,
+                                latest_segment_only=self.config.rollout.partial_loss == "latest")
         micro = micro_count(shards, k, cfg.micro_batch_size, cfg.max_tokens_per_micro, cfg.packing)
         wait = self.workers.learner.submit_train(shards, self.loss, micro, cfg.max_tokens_per_micro)
 
@@ -161,9 +164,10 @@ def step_timing(timer: PhaseTimer, wall_s: float, tokens: float) -> dict[str, fl
             "perf/tokens_per_s": tokens / wall_s if wall_s > 0 else float("nan")}
 
 
-def staleness_metrics(batch: StepBatch, version: int) -> dict[str, float]:
-    """How many policy versions the batch's samples lag the weights about to train on them (0 in sync mode)."""
-    lags = [version - s.version for g in batch.generated for s in g.samples]
+def staleness_metrics(batch: StepBatch, version: int, latest_only: bool = False) -> dict[str, float]:
+    """How many policy versions the batch's samples lag the weights about to train on them (0 in sync mode): by
+    the oldest segment in the loss, for a continued partial rollout."""
+    lags = [version - trained_version(s, latest_only) for g in batch.generated for s in g.samples]
     if not lags:
         return {}
     return {"rollout/policy_version": float(version), "rollout/staleness_mean": sum(lags) / len(lags),

@@ -17,14 +17,14 @@ A single thread does the background work: the driver never has two collections i
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from rlpost.collect import Collector, StepBatch
 from rlpost.config import RootConfig
 from rlpost.metrics import PhaseTimer
-from rlpost.types import Group, Prompt, Sample
+from rlpost.records import decode_group, encode_group
+from rlpost.types import Prompt
 
 
 def rollout_lag(config: RootConfig) -> int:
@@ -96,43 +96,18 @@ class Pipeline:
 
 
 def encode_batch(batch: StepBatch) -> dict[str, Any]:
-    """A collected batch as JSON-ready data: prompts by uid, samples with their ids, logprobs, rewards and version;
-    `kept` as indices into `generated`."""
+    """A collected batch as JSON-ready data (rlpost/records.py); `kept` as indices into `generated`."""
     index = {id(g): i for i, g in enumerate(batch.generated)}
     return {"step": batch.step, "budget": batch.budget, "run": batch.run, "rounds": batch.rounds,
             "completions": batch.completions, "tokens": batch.tokens, "metrics": batch.metrics,
             "health": batch.health, "timing": batch.timing, "kept": [index[id(g)] for g in batch.kept],
-            "generated": [{"prompt": g.prompt.uid, "samples": [_encode_sample(s) for s in g.samples]}
-                          for g in batch.generated]}
+            "generated": [encode_group(g) for g in batch.generated]}
 
 
 def decode_batch(record: dict[str, Any], prompts: dict[int, Prompt]) -> StepBatch:
     """What `encode_batch` wrote, with each group's prompt found by uid among the run's training prompts."""
-    import numpy as np
-
-    generated = [Group(prompts[g["prompt"]], [
-        Sample(prompt_uid=s["prompt_uid"], token_ids=np.asarray(s["token_ids"], dtype=np.int32),
-               logprobs=np.asarray(s["logprobs"], dtype=np.float32), text=s["text"],
-               finish_reason=s["finish_reason"], reward=_float(s["reward"]),
-               reward_components={k: _float(v) for k, v in s["reward_components"].items()}, version=s["version"])
-        for s in g["samples"]]) for g in record["generated"]]
+    generated = [decode_group(g, prompts) for g in record["generated"]]
     return StepBatch(step=record["step"], budget=record["budget"], run=record["run"],
                      kept=[generated[i] for i in record["kept"]], generated=generated, rounds=record["rounds"],
                      completions=record["completions"], tokens=record["tokens"], metrics=record["metrics"],
                      health=record["health"], timing=record["timing"])
-
-
-def _encode_sample(s: Sample) -> dict[str, Any]:
-    return {"prompt_uid": s.prompt_uid, "token_ids": [int(t) for t in s.token_ids],
-            "logprobs": [float(x) for x in s.logprobs], "text": s.text, "finish_reason": s.finish_reason,
-            "reward": _plain(s.reward), "reward_components": {k: _plain(v) for k, v in s.reward_components.items()},
-            "version": s.version}
-
-
-def _plain(value: float) -> float | str:
-    """JSON has no NaN or infinity: they are kept as strings (a skipped reward is NaN)."""
-    return value if math.isfinite(value) else repr(float(value))
-
-
-def _float(value: float | str) -> float:
-    return float(value)

@@ -21,6 +21,7 @@ from rlpost.types import GenerationRequest, Group, Prompt, RewardPool, RolloutEn
 
 # Seed keys of the passes that are not a training step's rounds.
 PREPASS_ROUND = 1000  # GVM pre-pass of round r uses round PREPASS_ROUND + r of its step
+PARTIAL_ROUND = 2000  # continuations of parked partial rollouts (rlpost/partial.py) in a step's first round
 RIF_STEP = -2         # the RIF filter before training (its chunks are rounds 1, 2, ...)
 EVAL_STEP = -1        # greedy evaluation
 
@@ -46,6 +47,10 @@ class Rollouts:
             max_new_tokens=self.config.run.eval_max_new_tokens if greedy else cap,
             temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy else cfg.top_p,
             seed=_seed(cfg.seed, step, i, round_)) for i, p in enumerate(prompts)]
+
+    def seed(self, step: int, index: int, round_: int) -> int:
+        """The sampling seed of request `index` of a pass (run seed, step, round): the same on every run."""
+        return _seed(self.config.rollout.seed, step, index, round_)
 
     def generate(self, prompts: list[Prompt], requests: list[GenerationRequest]) -> list[Group]:
         """One group per prompt, holding the completions its request asked for."""

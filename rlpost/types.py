@@ -41,6 +41,7 @@ class GenerationRequest:
     temperature: float
     top_p: float
     seed: int
+    prefix_len: int = 0  # partial rollouts: the last prefix_len ids are a completion to continue (text covers them)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Sample:
     reward: float = float("nan")
     reward_components: dict[str, float] = field(default_factory=dict)
     version: int = 0  # the policy version (learner updates so far) of the engine weights that generated it
+    # partial rollouts: (first token, policy version) of each segment when it was generated in several; empty: one
+    segments: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -230,6 +233,7 @@ class CompactShard:
     rollout_logprobs: Any  # float32 [sum of completion lengths]: vLLM's sampled logprobs
     total_tokens: float  # trained completion tokens of the whole step (metrics are token means over it)
     pad_id: int
+    loss_starts: Any  # int64 [B]: completion tokens before this index get no loss (partial_loss 'latest'; else 0)
 
     def lengths(self) -> list[int]:
         """Each row's token count."""

@@ -107,7 +107,8 @@ class Started:
         policy version and the batches collected ahead of their step (off sync)."""
         return {"sampler": self.trainer.sampler.state_dict(), "allocator": self.trainer.allocator.state_dict(),
                 "prompt_uids": [p.uid for p in self.prompts], "before": self.before,
-                "policy_version": self.trainer.version, "pending": self.trainer.pipeline.state_dict()}
+                "policy_version": self.trainer.version, "pending": self.trainer.pipeline.state_dict(),
+                "partial": partial.state_dict() if (partial := self.trainer.collector.partial) else []}
 
 
 def _run_dir(config: RootConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -188,6 +189,8 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
                       probe_sequences=_probe_sequences(config, setup))
     trainer.version = state.get("policy_version", 0)
     trainer.pipeline.load_state_dict(state.get("pending", []), by_uid)
+    if trainer.collector.partial is not None:
+        trainer.collector.partial.load_state_dict(state.get("partial", []), by_uid)
     return Started(trainer, kept, state["before"])
 
 

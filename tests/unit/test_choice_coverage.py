@@ -213,6 +213,7 @@ COVERED_ELSEWHERE = {
     "Transport": "actors/weight_sync.py make_weight_sync (auto resolved in actors/build.py)",
     "PlacementStrategy": "passed to Ray's placement_group",
     "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
+    "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
 }
 
 
