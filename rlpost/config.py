@@ -141,7 +141,8 @@ class RolloutConfig:
     partial_loss: PartialLoss = doc("partial rollouts: which segments of a continued completion enter the loss, "
                                     "'all' or the 'latest' (the freshest weights') only", "all")
     stop_on_repeat: int = doc("partial rollouts: end a completion whose tail is one block of up to 16 tokens "
-                              "repeated this many times instead of continuing it (finish_reason 'repeat'; 0 = off)",
+                              "repeated this many times (n >= 2) instead of continuing it (finish_reason 'repeat'; "
+                              "0 = off)",
                               0, range="[0, 1024]")
 
 

@@ -1,10 +1,11 @@
 """The training step, read top to bottom: **collect** (sample → allocate → generate → score; rlpost/collect.py),
 then **learn** (advantages → train → sync → probe). The run loop around it (rlpost/app/run.py) logs each step's
-metrics and writes checkpoints.
+metrics and writes checkpoints. Off sync (`rollout.mode`), the step's batch was collected earlier and the collection
+of a later step runs while this one trains (rlpost/pipeline.py); in sync mode the same calls run in turn.
 
 The trainer talks only to the Protocols of rlpost/types.py (`Workers`, `PromptSampler`, `Allocator`), so it imports
 neither Ray, vLLM nor DeepSpeed. The sampler is updated right after the advantages, so step t's feedback shapes
-step t+1's prompts.
+the prompts of step t+1 (of step t+k with a lag of k).
 """
 
 from __future__ import annotations
