@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from importlib import metadata
@@ -118,20 +119,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _systems(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in SYSTEMS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown system(s) {unknown}; choose from {','.join(SYSTEMS)}")
-    return names
+def _names_from(allowed: tuple[str, ...], what: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated, non-empty subset of `allowed`."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {','.join(allowed)}")
+        return names
+    return parse
 
 
-def _modes(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in MODES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown rollout mode(s) {unknown}; choose from {','.join(MODES)}")
-    return names
+_systems = _names_from(SYSTEMS, "system(s)")
+_modes = _names_from(MODES, "rollout mode(s)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
