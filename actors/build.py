@@ -20,6 +20,7 @@ from actors.placement import Role, RolePlacement, place_roles
 from actors.weight_sync import make_weight_sync
 from rlpost.config import RewardConfig, RootConfig
 from rlpost.losses import LossSpec
+from rlpost.pipeline import rollout_lag
 from rlpost.types import (
     CompactShard,
     GenerationRequest,
@@ -224,7 +225,7 @@ def start_cluster(config: RootConfig, model_path: str) -> Cluster:
     from actors.runtime import actor_env_vars, configure_process_env
 
     configure_process_env()
-    init_ray(config.resources, actor_roles(config), {"env_vars": actor_env_vars()})
+    init_ray(config.resources, actor_roles(config), {"env_vars": actor_env_vars(rollout_lag(config) > 0)})
     return build_workers(config, model_path, resolve_transport(config))
 
 
