@@ -197,7 +197,10 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         k, epochs = loss.updates_per_batch, loss.epochs
         plan = [_pad_count(split_micro(mini, self.cfg.micro_batch_size, max_tokens_per_micro, self.cfg.packing),
                            micro_batches) for mini in _minibatches(padded, k)]
-        off_policy = k > 1 or epochs > 1 or loss.behaviour_tis != "none"  # pi_old: the weights before the update
+        # pi_old (the proximal policy) is the weights before the first update. With one update per batch those are
+        # the weights of the only forward, so its detached logprobs serve the ratio and the TIS weight: no extra
+        # forward pass, the same values (the frozen pass runs the same micro-batches in the same mode).
+        off_policy = k > 1 or epochs > 1
         with_ref = loss.needs_reference
         before = [[self._frozen_logprobs(m, off_policy, with_ref) for m in micros] for micros in plan]
         frozen_passes = FORWARD * (int(off_policy) + int(with_ref))

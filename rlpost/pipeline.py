@@ -9,7 +9,8 @@ after a resume, and a lag of 0 is the synchronous loop itself, call for call. La
 - the sampler draws step s's prompts after its update from step s-k (sync: s-1; one_step_off: also s-1);
 - an allocator that learns from rollouts updates as each batch is scored (in the background);
 - learner calls the background collection makes (GVM's gradient norms, KL-in-reward) queue behind the step's
-  training on every rank, so they see the weights after step t.
+  training on every rank, so they see the weights after step t (Ray runs one submitter's calls to an actor in
+  submission order, and the driver process is one submitter whichever thread calls; rlpost's actors never retry).
 The first k batches are collected before step 1 trains, with the start weights. A checkpoint stores the batches
 collected ahead (`state_dict`), so a resumed run trains on exactly the rollouts the interrupted run had generated.
 A single thread does the background work: the driver never has two collections in flight.

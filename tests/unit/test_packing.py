@@ -100,3 +100,34 @@ def test_the_recipe_attention_implementation_reaches_the_learner_model(tmp_path,
     model = load_model(str(tmp_path), ModelConfig(path=str(tmp_path), attn_implementation=attn))
     assert model.config._attn_implementation == ("sdpa" if attn == "auto" else attn)  # auto: transformers' default
     assert model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_update_needs_no_separate_old_logprob_pass(dtype):
+    """With one optimizer step per batch, pi_old (the proximal policy, for the ratio and the TIS weight) is the
+    weights of the training forward itself: the learner uses its detached logprobs instead of a second no-grad
+    pass (actors/learner.py). Both give the same old logprobs (bit for bit here; the tolerance is for other CPUs'
+    kernels), and so the same loss and gradient."""
+    model = _model("sdpa").to(dtype)
+    (shard,) = build_shards(_groups(3), 1)
+    batch = shard
+    spec = LossSpec(proximal=True)  # TIS on (token), as off sync
+    rollout_lp = batch.rollout_logprobs_BT.to(dtype) - 0.1
+
+    def run(separate: bool):
+        model.zero_grad()
+        with torch.no_grad():
+            frozen, _ = token_logprobs(model, batch.input_ids_BT, batch.attention_mask_BT)
+        lp, _ = token_logprobs(model, batch.input_ids_BT, batch.attention_mask_BT)
+        old = frozen if separate else lp.detach()
+        loss, metrics = policy_loss(lp, old, batch.advantages_BT.to(dtype), batch.loss_weights_BT.to(dtype),
+                                    batch.loss_mask_BT.to(dtype), spec, rollout_logprobs_BT=rollout_lp)
+        loss.backward()
+        return old, loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]), metrics
+
+    old_a, loss_a, grad_a, m_a = run(True)
+    old_b, loss_b, grad_b, m_b = run(False)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in ((old_a, old_b), (loss_a, loss_b), (grad_a, grad_b), (m_a["tis_weight_mean"], m_b["tis_weight_mean"])):
+        assert torch.allclose(a, b, rtol=tol, atol=tol)
+    assert abs(float(m_a["tis_weight_mean"]) - 1.0) > 1e-3  # the weight is really applied
