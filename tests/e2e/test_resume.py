@@ -34,9 +34,11 @@ def _timing(key: str) -> bool:
 @pytest.mark.parametrize("mode", ["sync", "one_step_off"])
 def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     """one_step_off: the step-2 checkpoint holds step 3's batch, generated before the kill; the resumed run trains
-    on those rollouts (none is lost or regenerated with other weights), so it too repeats the run left alone."""
+    on those rollouts (none is lost or regenerated with other weights), so it too repeats the run left alone. It
+    runs online GVM, whose gradient-norm calls from the background collection must queue behind each step's
+    training on the learner ranks for the two runs to agree."""
     alone, killed = tmp_path / "alone", tmp_path / "killed"
-    args = [*ARGS, f"rollout.mode={mode}"]
+    args = [*ARGS, f"rollout.mode={mode}", *(["allocator.kind=gvm_online"] if mode != "sync" else [])]
     result = run_cli("train", *args, f"run.output_dir={alone}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
