@@ -1,5 +1,5 @@
 """Off-sync rollouts (rlpost/pipeline.py): the schedule, the version bookkeeping, the stale-sample loss and the
-checkpointed batches, over in-process fakes. The real stack runs the same code in tests/integration/test_async.py
+checkpointed batches, over in-process fakes. The real stack runs the same code in tests/integration/test_async_stack.py
 and tests/e2e (SIGKILL-resume in one_step_off, async with max_staleness 0 against sync)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Partial rollouts (rlpost/partial.py) over in-process fakes: segments reassemble into the completion one pass
 would have made, each keeps its policy version, `partial_loss: latest` trains only the freshest segment, parked
-groups survive a checkpoint, and repeat loops stop. The real engines run it in tests/integration/test_async.py."""
+groups survive a checkpoint, and repeat loops stop. The real engines run it in tests/integration/test_async_stack.py."""
 
 from __future__ import annotations
 
