@@ -25,7 +25,8 @@ RESUMABLE_CHANGES = ("run.steps", "run.output_dir", "run.name", "run.max_train_m
                      "run.eval_every", "checkpoint.every", "checkpoint.keep_last", "checkpoint.on_sigterm",
                      "checkpoint.stop_grace_s",
                      "checkpoint.resume", "resources.call_timeout_s", "resources.placement_timeout_s",
-                     "resources.address")
+                     "resources.address", "run.loggers", "run.tensorboard", "run.log_samples_every",
+                     "run.log_samples_per_source")
 
 
 class ResumeError(ValueError):
@@ -122,11 +123,20 @@ def load_driver_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metric lines of steps after `step` (logged by the interrupted run, about to be redone)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    """Drop the metric and sample lines of steps after `step` (logged by the interrupted run, about to be redone);
+    a line the kill cut short is dropped too."""
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")

@@ -28,6 +28,7 @@ KlEstimator = Literal["k1", "k2", "k3"]
 TisLevel = Literal["none", "token", "sequence"]
 RolloutMode = Literal["sync", "one_step_off", "async"]
 PartialLoss = Literal["all", "latest"]
+Logger = Literal["tensorboard", "wandb", "mlflow"]  # entries of run.loggers (rlpost/trackers.py)
 DynamicSamplingMetric = Literal["reward", "accuracy"]
 OnGenRoundsExhausted = Literal["train", "error"]
 SamplerKind = Literal["uniform", "mixture", "dump", "prioritised", "staged"]

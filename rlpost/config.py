@@ -345,11 +345,20 @@ class RunConfig:
     steps: int = doc("training steps", 60, range=f"[1, {MAX_STEPS}]")
     max_train_minutes: float = doc("stop training after this wall time (0 = no limit); the last step finishes", 0.0,
                                    range="[0, inf)")
-    eval_every: int = doc("held-out greedy eval every N steps (0 = only before and after training)", 0,
-                          range=f"[0, {MAX_STEPS}]")
+    eval_every: int = doc("held-out eval every N steps, greedy and sampled (eval/*, eval/sampled/*; 0 = greedy, "
+                          "only before and after training)", 0, range=f"[0, {MAX_STEPS}]")
+    log_samples_every: int = doc("every N steps write a few completions per data_source (prompt, completion, "
+                                 "each reward, advantage, length) to run_dir/samples.jsonl and TensorBoard; 0 = "
+                                 "never", 50, range=f"[0, {MAX_STEPS}]")
+    log_samples_per_source: int = doc("completions per data_source in each samples.jsonl record", 2,
+                                      range=f"[1, {MAX_COUNT}]")
     eval_max_new_tokens: int = doc("generation cap in held-out eval", 12, range=f"[1, {MAX_TOKENS}]")
     save_final: bool = doc("write a Hugging Face checkpoint of the final policy into run_dir/final", True)
-    tensorboard: bool = doc("write TensorBoard events into run_dir/tb", True)
+    tensorboard: bool = doc("false turns TensorBoard off even when run.loggers lists it (the older switch)", True)
+    loggers: list[str] = doc("experiment trackers that get every step's metrics and logged completions: "
+                             "'tensorboard' (run_dir/tb), 'wandb', 'mlflow' (optional packages: pip install "
+                             "\"rlpost[track]\"; their own environment variables say where data goes)",
+                             factory=lambda: ["tensorboard"])
     progress_bar: bool = doc("show a progress bar while training", True)
     seed: int = doc("seed of the driver (prompt sampling)", 0, range=f"[0, {MAX_SEED}]")
 

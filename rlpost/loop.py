@@ -15,6 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from rlpost.advantages import batch_advantages
 from rlpost.allocators import make_allocator
@@ -56,6 +57,7 @@ class Trainer:
         self.loss = loss_spec(config)
         self.probe_sequences = probe_sequences or []
         self.version = 0  # policy version: learner updates so far (a checkpoint keeps it)
+        self.samples: list[dict[str, Any]] = []  # the last step's logged completions (run.log_samples_every)
         self._last_step = 0
 
     def step(self, step: int) -> dict[str, float]:
@@ -75,6 +77,9 @@ class Trainer:
         with timer.phase("advantage"):                                # 5. group-relative advantages
             advantage_metrics = self.advantages(batch.kept, batch.generated)
             self.sampler.update(batch.generated)
+        every = self.config.run.log_samples_every
+        self.samples = (sample_records(batch.generated, self.config.run.log_samples_per_source)
+                        if every and batch.step % every == 0 else [])
         metrics = {**reward_metrics(batch.generated), **batch.health, **advantage_metrics, **self.sampler.metrics(),
                    **batch_metrics(batch),
                    **staleness_metrics(batch, self.version, self.config.rollout.partial_loss == "latest")}
@@ -143,9 +148,10 @@ class Trainer:
         """Largest |vLLM logprob - learner logprob| over the fixed probe sequences and every engine."""
         return probe_diff(self.workers.rollout, self.workers.learner, self.probe_sequences)
 
-    def evaluate(self, prompts: list[Prompt]) -> dict[str, float]:
-        """Greedy held-out accuracy per data_source and their mean, with the run columns of the latest step."""
-        return evaluate(self.rollouts, prompts, run_columns(self.config, self._last_step))
+    def evaluate(self, prompts: list[Prompt], sampled: bool = False) -> dict[str, float]:
+        """Greedy (or sampled) held-out accuracy per data_source and their mean, with the run columns of the latest
+        step."""
+        return evaluate(self.rollouts, prompts, run_columns(self.config, self._last_step), sampled)
 
 
 def probe_diff(rollout: RolloutEngine, learner: LearnerGroup, sequences: list[list[int]]) -> float:
@@ -163,6 +169,25 @@ def step_timing(timer: PhaseTimer, wall_s: float, tokens: float) -> dict[str, fl
     phases = sum(timer.seconds.values())
     return {**timer.seconds, "time/step": phases, "time/wall": wall_s, "time/overhead": max(0.0, wall_s - phases),
             "perf/tokens_per_s": tokens / wall_s if wall_s > 0 else float("nan")}
+
+
+def sample_records(groups: list[Group], per_source: int) -> list[dict[str, Any]]:
+    """A few scored completions per data_source for people to read: one from each of the first `per_source` groups
+    of the source, with every reward function's value, the total, the advantage and the length."""
+    by_source: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:
+        if len(by_source[group.prompt.data_source]) < per_source:
+            by_source[group.prompt.data_source].append(group)
+    out = []
+    for source in sorted(by_source):
+        for group in by_source[source]:
+            sample = group.samples[0]
+            out.append({"data_source": source, "prompt": group.prompt.text, "answer": group.prompt.answer,
+                        "completion": sample.text, "rewards": dict(sample.reward_components),
+                        "reward": sample.reward, "advantage": group.advantages[0] if group.advantages else None,
+                        "length": len(sample.token_ids), "finish_reason": sample.finish_reason,
+                        "version": sample.version})
+    return out
 
 
 def staleness_metrics(batch: StepBatch, version: int, latest_only: bool = False) -> dict[str, float]:

@@ -15,36 +15,44 @@ from typing import Any
 
 
 class MetricsLog:
-    """Append one JSON line per step (and mirror scalars, and lists as histograms, to TensorBoard when enabled)."""
+    """Append one JSON line per step to metrics.jsonl (and the step's logged completions to samples.jsonl), and
+    hand the same to the run's trackers (rlpost/trackers.py: TensorBoard, W&B, MLflow)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, loggers: list[str], purge_step: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        from rlpost.trackers import open_trackers
+
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # on resume, TensorBoard hides the interrupted run's events from purge_step on (they are redone)
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+        # on resume, TensorBoard hides the interrupted run's events from purge_step on (they are redone)
+        self.trackers = open_trackers(loggers, run_dir, config or {}, purge_step)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """One record: the step, when it was written (unix seconds, JSON only) and the metrics."""
+        from rlpost.trackers import finite
+
         record = {"step": step, "timestamp": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key not in ("step", "timestamp") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(key, value, step)
-                elif isinstance(value, list) and value:  # a per-item list (samples per prompt): a histogram
-                    import numpy as np
+        scalars, lists = finite(record)
+        for tracker in self.trackers:
+            tracker.log(step, scalars, lists)
 
-                    self.tb.add_histogram(key, np.asarray(value, dtype=np.float32), step)
+    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        """One samples.jsonl record of the step's logged completions; the trackers get them too (a table)."""
+        if not samples:
+            return
+        rows = [{k: _plain(v) for k, v in s.items()} for s in samples]
+        with (self.path.parent / "samples.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "samples": rows}) + "\n")
+        table = "\n".join(sample_rows(rows))
+        for tracker in self.trackers:
+            tracker.samples(step, rows, table)
 
     def close(self) -> None:
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def _plain(value: Any) -> Any:
@@ -129,3 +137,25 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     pyplot().close(fig)
+
+
+def sample_rows(samples: list[dict[str, Any]], width: int = 60) -> list[str]:
+    """Logged completions as markdown table lines: source, prompt, completion, each reward, advantage, tokens."""
+    rewards = sorted({k for s in samples for k in s.get("rewards", {})})
+    lines = ["| data_source | prompt | completion | " + " | ".join(rewards) + " | advantage | tokens |",
+             "|---|---|---|" + "---|" * len(rewards) + "---|---|"]
+    for s in samples:
+        cells = [s.get("data_source", ""), _cell(s.get("prompt", ""), width), _cell(s.get("completion", ""), width)]
+        cells += [_num(s.get("rewards", {}).get(k)) for k in rewards]
+        cells += [_num(s.get("advantage")), str(s.get("length", ""))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(text: Any, width: int) -> str:
+    flat = str(text).replace("\n", "⏎").replace("|", "\\|")
+    return "`" + (flat if len(flat) <= width else flat[: width - 1] + "…") + "`"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "–"

@@ -37,10 +37,14 @@ def rif_filter(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], k
     return kept, {f"rif/kept_frac/{src}": n_kept / n for src, (n, n_kept) in sorted(seen.items())}
 
 
-def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any]) -> dict[str, float]:
-    """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean. A completion
-    left without a reward is left out of the mean."""
-    groups = rollouts.generate(prompts, rollouts.requests(prompts, EVAL_STEP, 1, greedy=True))
+def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sampled: bool = False
+             ) -> dict[str, float]:
+    """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean; `sampled`: of
+    one completion per prompt sampled like a training rollout (temperature, top_p, cap; seeds of its own). A
+    completion left without a reward is left out of the mean."""
+    requests = (rollouts.requests(prompts, EVAL_STEP, 1, round_=1) if sampled
+                else rollouts.requests(prompts, EVAL_STEP, 1, greedy=True))
+    groups = rollouts.generate(prompts, requests)
     by_source: dict[str, list[float]] = defaultdict(list)
     for group in rollouts.score(groups, run, "evaluation"):
         by_source[group.prompt.data_source].append(group.samples[0].accuracy)

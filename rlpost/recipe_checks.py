@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rlpost.choices import OnErrorPolicy, values_of
+from rlpost.choices import Logger, OnErrorPolicy, values_of
 from rlpost.config import (
     MAX_SAMPLES_PER_STEP,
     RecipeError,
@@ -62,6 +62,9 @@ def check_values(config: RootConfig, origin: str) -> None:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
     _check_ranges(config, origin)
     _check_reward(config.reward, origin)
+    unknown = [name for name in config.run.loggers if name not in values_of(Logger)]
+    if unknown:
+        raise RecipeError(f"{origin}: key 'run.loggers' has {unknown}; allowed: {', '.join(values_of(Logger))}")
     owned = sorted(set(DEEPSPEED_OWNED) & set(config.learner.deepspeed))
     if owned:
         raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=int, default=0, help="completions per prompt (default: the largest k)")
     evaluate.add_argument("--split", default=None, help="dataset split (default: data.eval_split)")
     evaluate.add_argument("--out", default=None, help="write the results as JSON to this file")
+    _report_command(sub)
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
@@ -101,6 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     rewards = sub.add_parser("rewards", help="list the built-in reward functions and installed reward plugins")
     rewards.add_argument("--markdown", action="store_true", help="print a markdown table")
     return parser
+
+
+def _report_command(sub: Any) -> None:
+    report = sub.add_parser(
+        "report", help="draw a dashboard PNG and a markdown summary of one run or several (overlaid)",
+        description="Read RUN_DIR(s) (finished, in progress or resumed) and write report.png (smoothed reward and "
+                    "accuracy per data_source, held-out accuracy over steps, sampler weights, allocation, "
+                    "completion length and truncation, KL/clip/mismatch, phase times, tokens/s) and report.md (the "
+                    "final numbers per run, the recipe keys in which the runs differ, the latest sample "
+                    "completions).")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>-<time>)")
+    report.add_argument("--out", default=None, help="where to write them (default: the first RUN_DIR)")
+    report.add_argument("--dpi", type=int, default=80, help="resolution of the PNG (default 80)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlpost.report import report
+
+    try:
+        png, md = report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, dpi=args.dpi)
+    except FileNotFoundError as err:
+        print(f"rlpost: error: {err}", file=sys.stderr)
+        return 2
+    print(f"[rlpost] report: {png}\n[rlpost] summary: {md}")
+    return 0
 
 
 def rewards_listing(markdown: bool = False) -> str:
@@ -191,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rewards":
         print(rewards_listing(args.markdown))
         return 0
+    if args.command == "report":
+        return _report(args)
     usage_errors = _usage_errors()
     try:
         config = load_config(args.recipe, args.overrides)

@@ -43,6 +43,9 @@ def prepare(config: RootConfig) -> Setup:
     notes, for `rlpost validate` and the start of `train`."""
     from transformers import AutoTokenizer
 
+    from rlpost.trackers import check_loggers
+
+    check_loggers(config.run.loggers)  # a tracker that cannot run fails before the model is built
     model_path = resolve_model_path(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)

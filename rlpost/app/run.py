@@ -45,6 +45,21 @@ class RunResult:
     stopped_by_signal: bool = False  # SIGTERM: checkpointed and stopped before run.steps; the CLI exits 143
 
 
+def active_loggers(config: RootConfig) -> list[str]:
+    """run.loggers, less TensorBoard when run.tensorboard is false (the older switch)."""
+    return [name for name in config.run.loggers if config.run.tensorboard or name != "tensorboard"]
+
+
+def flat_config(config: RootConfig) -> dict[str, Any]:
+    """The resolved recipe as dotted keys (what W&B and MLflow show as the run's config)."""
+    from omegaconf import OmegaConf
+
+    from rlpost.rundir import flatten
+
+    tree = OmegaConf.to_container(OmegaConf.create(to_yaml(config)))
+    return flatten({str(k): v for k, v in tree.items()}) if isinstance(tree, dict) else {}
+
+
 def make_run_dir(config: RootConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.run.output_dir) / f"{config.run.name}-{stamp}"
@@ -66,7 +81,8 @@ def train(config: RootConfig) -> RunResult:
         print(f"[rlpost] {note}", flush=True)
     run_dir, resume = _run_dir(config)
     cluster = _start_cluster(config, setup, run_dir)
-    log = MetricsLog(run_dir, config.run.tensorboard, purge_step=resume["step"] + 1 if resume else None)
+    log = MetricsLog(run_dir, active_loggers(config), purge_step=resume["step"] + 1 if resume else None,
+                     config=flat_config(config))
     try:
         run = _restore(config, cluster, setup, resume) if resume else _first_step(config, cluster, setup, log)
 
@@ -250,6 +266,8 @@ def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prom
         metrics = trainer.step(step)
         if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
             metrics.update({f"eval/{k}": v for k, v in trainer.evaluate(eval_prompts).items()})
+            metrics.update({f"eval/sampled/{k}": v for k, v in trainer.evaluate(eval_prompts, sampled=True).items()})
+        log.log_samples(step, trainer.samples)
         log.log(step, metrics)  # written and flushed: a reader sees the whole step
         injected_fault("driver.step_done")  # resilience tests stop the driver here, so a kill lands after this step
         bar.update(1)

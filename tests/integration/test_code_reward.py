@@ -20,7 +20,9 @@ TESTS = ["assert f(2) == 4", "assert f(3) == 9"]
 def pool():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()  # a local Ray of its own, or the one other modules' tests started
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     settings = RewardSettings(["code_tests"], weights=[], timeout_s=60, args={"code_tests": {"timeout_s": 10}},
                               on_error="raise", max_error_rate=1.0, memory_mb=0)
 
@@ -28,7 +30,8 @@ def pool():
         return ray.remote(RewardWorker).options(num_cpus=0).remote(settings)
 
     yield RewardClient([worker(i) for i in range(2)], 120, 4, 120, worker)
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def test_code_tests_through_reward_workers(pool):

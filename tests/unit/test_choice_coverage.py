@@ -214,6 +214,7 @@ COVERED_ELSEWHERE = {
     "PlacementStrategy": "passed to Ray's placement_group",
     "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
     "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
+    "Logger": "rlpost/trackers.py open_trackers; tests/unit/test_trackers.py runs each (wandb, mlflow offline)",
 }
 
 

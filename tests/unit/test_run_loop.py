@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class _Trainer:
+    samples: list = []
+
     def step(self, step: int) -> dict[str, float]:
         return {"reward/mean": 0.5, "time/step": 0.1}
 
@@ -22,6 +24,9 @@ class _Log:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.steps.append(step)
+
+    def log_samples(self, step: int, samples: list) -> None:
+        pass
 
 
 def test_step_done_fault_point_follows_each_steps_metrics(monkeypatch, capsys):
