@@ -111,6 +111,7 @@ def _held_out(ax: Any, runs: list[RunData], labels: list[str]) -> None:
         points = run.evals()
         if not points:
             continue
+        color = color if len(runs) > 1 else "black"  # one run: the sources take the colours, as elsewhere
         ax.plot([p[0] for p in points], [p[1].get("mean", math.nan) for p in points], marker="o", color=color,
                 linestyle=STYLES[i % len(STYLES)], label=f"greedy · {label}" if len(runs) > 1 else "greedy mean")
         steps, values = series(run.steps(), "eval/sampled/mean")
@@ -119,7 +120,7 @@ def _held_out(ax: Any, runs: list[RunData], labels: list[str]) -> None:
                     label=f"sampled · {label}" if len(runs) > 1 else "sampled mean")
         if len(runs) == 1:
             sources = sorted({k for _, acc in points for k in acc if k != "mean"})
-            for source, c in zip(sources, _colors(len(sources) + 1)[1:]):
+            for source, c in zip(sources, _colors(len(sources))):  # the same order and colours as the others
                 ax.plot([p[0] for p in points], [p[1].get(source, math.nan) for p in points], color=c,
                         linewidth=0.8, alpha=0.7, label=source)
     ax.set_title("held-out accuracy (greedy; sampled dotted)")

@@ -142,10 +142,11 @@ def save_figure(fig: Any, path: Path) -> None:
 def sample_rows(samples: list[dict[str, Any]], width: int = 60) -> list[str]:
     """Logged completions as markdown table lines: source, prompt, completion, each reward, advantage, tokens."""
     rewards = sorted({k for s in samples for k in s.get("rewards", {})})
-    lines = ["| data_source | prompt | completion | " + " | ".join(rewards) + " | advantage | tokens |",
-             "|---|---|---|" + "---|" * len(rewards) + "---|---|"]
+    lines = ["| data_source | prompt | completion | answer | " + " | ".join(rewards) + " | advantage | tokens |",
+             "|---|---|---|---|" + "---|" * len(rewards) + "---|---|"]
     for s in samples:
-        cells = [s.get("data_source", ""), _cell(s.get("prompt", ""), width), _cell(s.get("completion", ""), width)]
+        cells = [s.get("data_source", ""), _cell(s.get("prompt", ""), width), _cell(s.get("completion", ""), width),
+                 _cell(s.get("answer", ""), width)]
         cells += [_num(s.get("rewards", {}).get(k)) for k in rewards]
         cells += [_num(s.get("advantage")), str(s.get("length", ""))]
         lines.append("| " + " | ".join(cells) + " |")

@@ -105,7 +105,11 @@ def train(config: RootConfig) -> RunResult:
     finally:
         log.close()
     plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
-    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}", flush=True)
+    from rlpost.report import report
+
+    png, _ = report([run_dir])
+    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}; dashboard: {png} "
+          f"(rlpost report RUN_DIR [RUN_DIR ...] compares runs)", flush=True)
     return RunResult(run_dir, run.before, after, steps, seconds)
 
 
@@ -273,6 +277,9 @@ def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prom
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", step_s=f"{metrics['time/step']:.1f}")
         tqdm.write(_step_line(step, metrics), file=sys.stdout)
+        if "eval/mean" in metrics:
+            tqdm.write(f"[rlpost] held-out accuracy at step {step}: greedy {100 * metrics['eval/mean']:.1f}%, "
+                       f"sampled {100 * metrics.get('eval/sampled/mean', float('nan')):.1f}%", file=sys.stdout)
         every = config.checkpoint.every
         if (every and step % every == 0) or stop:
             path = save(step)

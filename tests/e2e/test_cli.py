@@ -38,6 +38,8 @@ def test_run_directory_holds_config_metrics_tensorboard_and_table(quickstart_run
     assert any(k.startswith("acc/sum") for k in steps[0])
     assert list((quickstart_run / "tb").glob("events.out.tfevents.*"))
     assert (quickstart_run / "metrics.png").stat().st_size > 0
+    assert (quickstart_run / "report.png").stat().st_size > 0 and "| 3 | done |" in (
+        quickstart_run / "report.md").read_text()  # every run ends with its dashboard and summary
     evaluation = json.loads((quickstart_run / "eval.json").read_text())
     assert set(evaluation["before"]) == set(evaluation["after"]) >= {"sum3", "mean"}
     stdout = (quickstart_run / "stdout.txt").read_text()
