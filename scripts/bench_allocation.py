@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_curriculum import add_run_arguments, auc, bootstrap_ci, run_arm  # noqa: E402
+from bench_curriculum import add_run_arguments, auc, bootstrap_ci, overlay_report, run_arm  # noqa: E402
 
 from actors.gradnorm import embedding_grad_norms  # noqa: E402
 from rlpost.allocation import gvm_allocation, gvm_continuous, variance_ratio_vs_uniform  # noqa: E402
@@ -163,6 +163,7 @@ def curves(args: argparse.Namespace) -> dict:
             low, high = bootstrap_ci(diffs)
             summary[f"diff_{arm}_{metric}"] = {"per_seed": diffs, "mean": sum(diffs) / len(diffs), "ci95": [low, high]}
     _plot(results, by_tokens, Path(args.out) / "allocation.png")
+    overlay_report(results, args.seeds[0], Path(args.out))  # the arms on the dashboard every run gets
     return summary
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_curriculum import add_run_arguments, auc, run_arm  # noqa: E402
+from bench_curriculum import add_run_arguments, auc, overlay_report, run_arm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    table = {(arm, seed): arm_summary(run_arm(arm, seed, args, [f"rollout.mode={arm}"]))
-             for seed in args.seeds for arm in args.arms}
+    runs = {(arm, seed): run_arm(arm, seed, args, [f"rollout.mode={arm}"]) for seed in args.seeds for arm in args.arms}
+    table = {key: arm_summary(result) for key, result in runs.items()}
+    overlay_report(runs, args.seeds[0], Path(args.out))  # the arms of the first seed on one dashboard
     print(f"\nseeds {args.seeds}, {args.steps} steps of {args.prompts} prompts; held-out greedy mean accuracy")
     print(f"{'arm':<14} {'seed':>4} {'final':>7} {'AUC':>7} {'s/step':>7} {'engine idle':>12} {'staleness':>10}")
     for (arm, seed), row in table.items():

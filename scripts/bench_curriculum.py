@@ -125,6 +125,15 @@ def plot(results: dict, seeds: list[int], path: Path) -> None:
     save_figure(fig, path)
 
 
+def overlay_report(results: dict, seed: int, out: Path) -> Path:
+    """The arms' runs of one seed overlaid by `rlpost report` (the same dashboard as any run's): out/report.png and
+    out/report.md, with the recipe keys in which the arms differ."""
+    from rlpost.report import report
+
+    dirs = [Path(r["run_dir"]) for (_, s), r in results.items() if s == seed]
+    return report(dirs, out)[0]
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
     """The options every paired-seed benchmark shares (seeds, run length, eval, batch, learning rate)."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -149,6 +158,7 @@ def main() -> None:
     summary["wall_s"] = time.perf_counter() - started
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(results, args.seeds, Path(args.out) / "curriculum.png")
+    overlay_report(results, args.seeds[0], Path(args.out))
     print(f"\nseeds {args.seeds}, {args.steps} steps, {args.prompts} prompts x 8 samples per step")
     print(f"{'arm':<8} {'AUC mean':>9} {'AUC frontier':>13} {'final mean':>11} {'rollouts on sum3+sum13':>23}")
     for arm in ARMS:
@@ -162,7 +172,7 @@ def main() -> None:
               f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}] over {len(args.seeds)} seeds "
               f"({d['positive_seeds']} positive); per seed {[round(100 * x, 2) for x in d['per_seed']]}")
     print(f"[bench] {summary['wall_s'] / 60:.1f} min; {Path(args.out) / 'summary.json'}, "
-          f"{Path(args.out) / 'curriculum.png'}")
+          f"{Path(args.out) / 'curriculum.png'}, {Path(args.out) / 'report.png'} (seed {args.seeds[0]}'s arms)")
 
 
 if __name__ == "__main__":
