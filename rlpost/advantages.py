@@ -50,6 +50,10 @@ def group_advantages(
 ) -> list[float] | None:
     """Advantage of each sample of one group; None when the group is dropped (singleton_rule 'drop').
 
+    baseline 'raft' is RAFT's rejection-sampling advantage max(reward, 0) per response: with a 0/1 reward only the
+    accepted responses carry a gradient (the rejected ones still count in a token-mean's denominator, as in GVM's
+    verl code).
+
     std_normalize: True/'group' divides by (group std + eps), 'batch' by (batch_std + eps), False/'none' not at all.
     A singleton group has no baseline: 'raw' returns the reward itself (verl's mean 0, std 1), 'zero' returns 0.
     """
@@ -61,6 +65,11 @@ def group_advantages(
     n = len(rewards)
     if n == 0:
         return []
+    if baseline == "raft":  # RAFT / RAFT++ (GVM's adv_estimator=raft): each response on its own, no baseline
+        if mode != "none":
+            raise ValueError("baseline 'raft' (advantage max(reward, 0)) takes no std normalisation: "
+                             "set advantage_std to 'none'")
+        return [max(float(r), 0.0) for r in rewards]
     if n == 1:
         singleton = {"raw": [float(rewards[0])], "zero": [0.0], "drop": None}
         if singleton_rule not in singleton:

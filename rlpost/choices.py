@@ -17,13 +17,15 @@ Dtype = Literal["float32", "bfloat16"]
 AttnImplementation = Literal["auto", "sdpa", "eager", "flash_attention_2"]  # auto: transformers' default
 DataSource = Literal["embedded", "jsonl", "parquet", "hf"]
 ChatTemplate = Literal["auto", "none"]
-Preset = Literal["", "grpo", "dr_grpo", "dapo", "gspo"]  # '' = no preset; the switches are in rlpost/presets.py
-Baseline = Literal["mean", "rloo"]
+# '' = no preset; the switches are in rlpost/presets.py
+Preset = Literal["", "grpo", "dr_grpo", "dapo", "gspo", "raft", "raft_pp"]
+Baseline = Literal["mean", "rloo", "raft"]  # raft: max(reward, 0), no baseline (RAFT / RAFT++)
 AdvantageStd = Literal["group", "batch", "none"]
 StdDdof = Literal[0, 1]
 SingletonRule = Literal["raw", "zero", "drop"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"]
 RatioLevel = Literal["token", "sequence"]
+PolicyLoss = Literal["ppo", "vanilla"]  # vanilla: -A log pi (RAFT, REINFORCE); ppo: the clipped ratio
 KlEstimator = Literal["k1", "k2", "k3"]
 TisLevel = Literal["none", "token", "sequence"]
 RolloutMode = Literal["sync", "one_step_off", "async"]

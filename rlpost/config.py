@@ -32,6 +32,7 @@ from rlpost.choices import (
     OnGenRoundsExhausted,
     PartialLoss,
     PlacementStrategy,
+    PolicyLoss,
     Preset,
     RatioLevel,
     RolloutMode,
@@ -175,8 +176,9 @@ class AlgorithmConfig:
                          "under the recipe, so keys the recipe or command line set win", "")
     prompts_per_step: int = doc("B: prompts per training step (groups kept, with dynamic sampling)", 32,
                                 range=f"[1, {MAX_COUNT}]")
-    baseline: Baseline = doc("advantage baseline: 'mean' of the group (GRPO) or 'rloo' (mean of the other samples)",
-                             "mean")
+    baseline: Baseline = doc("advantage baseline: 'mean' of the group (GRPO), 'rloo' (mean of the other samples) or "
+                             "'raft' (no baseline: advantage max(reward, 0) per response, RAFT's rejection sampling; "
+                             "needs advantage_std 'none')", "mean")
     advantage_std: AdvantageStd = doc("divide centred rewards by the std of the 'group' (GRPO), of the 'batch' (TRL "
                                       "scale_rewards=batch) or 'none' (Dr. GRPO)", "group")
     advantage_std_ddof: StdDdof = doc("degrees of freedom of the std: 1 = unbiased (verl, TRL), 0 = population", 1)
@@ -193,6 +195,8 @@ class AlgorithmConfig:
                                range="[0, inf)")
     dual_clip_c: float = doc("dual clip for negative advantages: loss capped at c*|A| (verl: 3.0); 0 disables", 0.0,
                              range="[0, inf)")
+    policy_loss: PolicyLoss = doc("per-token policy term: 'ppo' (clipped importance ratio, dual clip when set) or "
+                                  "'vanilla' (-A log pi: RAFT, REINFORCE; no ratio, no clip)", "ppo")
     ratio_level: RatioLevel = doc("importance ratio per 'token' (PPO/GRPO) or per 'sequence' (GSPO: exp of the mean "
                                   "token log-ratio)", "token")
     kl_coef: float = doc("beta of the KL to the reference (initial) policy; 0 loads no reference model anywhere", 0.0,

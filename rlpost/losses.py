@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from rlpost.choices import KlEstimator, LossAggregation, RatioLevel, TisLevel, values_of
+from rlpost.choices import KlEstimator, LossAggregation, PolicyLoss, RatioLevel, TisLevel, values_of
 
 AGGREGATIONS = values_of(LossAggregation)
 KL_ESTIMATORS = values_of(KlEstimator)
@@ -46,6 +46,7 @@ class LossSpec:
     entropy_coef: float = 0.0
     tis_level: TisLevel = "none"  # truncated importance sampling for the vLLM-vs-learner mismatch
     tis_cap: float = 2.0
+    policy_loss: PolicyLoss = "ppo"  # 'vanilla': -A log pi per token (RAFT), no ratio or clip
     updates_per_batch: int = 1  # mini-batches per epoch (optimizer steps per epoch)
     epochs: int = 1
     # Not a recipe key: set by the driver when rollout.mode is off sync. The learner then takes pi_old from its own
@@ -206,7 +207,12 @@ def policy_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted-sum loss and its metrics (weighted sums with `metric_weights_BT`, a token-mean by default)."""
     ratio = _ratio(logprobs_BT, old_logprobs_BT, mask_BT, spec.ratio_level)
-    pg, clip_active, dual_active = _clipped_surrogate(ratio, advantages_BT, spec)
+    if spec.policy_loss == "vanilla":  # RAFT / REINFORCE: the log-likelihood weighted by the advantage
+        pg, clip_active, dual_active = -advantages_BT * logprobs_BT, None, None
+    elif spec.policy_loss == "ppo":
+        pg, clip_active, dual_active = _clipped_surrogate(ratio, advantages_BT, spec)
+    else:
+        raise ValueError(f"unknown policy_loss {spec.policy_loss!r}; allowed: {values_of(PolicyLoss)}")
     pg, tis = _importance_corrected(pg, old_logprobs_BT, rollout_logprobs_BT, mask_BT, spec)
     per_token, kl = _regularised(pg, logprobs_BT, spec, ref_logprobs_BT, entropy_BT)
     loss = (per_token * weights_BT).sum()

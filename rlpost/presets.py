@@ -47,6 +47,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clip_eps_high": 4e-4,
         "kl_coef": 0.0,
     },
+    "raft": {  # RAFT (GVM's policy_loss=vanilla): -A log pi on the accepted responses, A = max(reward, 0)
+        "baseline": "raft",
+        "advantage_std": "none",
+        "policy_loss": "vanilla",
+        "loss_aggregation": "token-mean",
+        "kl_coef": 0.0,
+    },
+    "raft_pp": {  # RAFT++ (GVM's policy_loss=plusplus): the same advantage, PPO clip 0.2, dual clip 3, token-mean
+        "baseline": "raft",
+        "advantage_std": "none",
+        "policy_loss": "ppo",
+        "loss_aggregation": "token-mean",
+        "clip_eps_low": 0.2,
+        "clip_eps_high": 0.2,
+        "dual_clip_c": 3.0,
+        "kl_coef": 0.0,
+    },
 }
 
 PRESET_NOTES = {
@@ -54,6 +71,8 @@ PRESET_NOTES = {
     "dr_grpo": "Dr. GRPO (arXiv 2503.20783, understand-r1-zero)",
     "dapo": "DAPO (arXiv 2503.14476, verl recipe/dapo)",
     "gspo": "GSPO (arXiv 2507.18071); use with updates_per_batch > 1",
+    "raft": "RAFT (arXiv 2304.06767) as in GVM's code (arXiv 2505.02391, RLHFlow/GVM)",
+    "raft_pp": "RAFT++ as in GVM's code (policy_loss=plusplus); use with updates_per_batch > 1",
 }
 
 

@@ -76,6 +76,10 @@ def check_values(config: RootConfig, origin: str) -> None:
     if alg.dual_clip_c and alg.dual_clip_c <= 1.0:
         raise RecipeError(f"{origin}: key 'algorithm.dual_clip_c' must be 0 (off) or greater than 1, "
                           f"got {alg.dual_clip_c}")
+    if alg.baseline == "raft" and alg.advantage_std != "none":
+        raise RecipeError(f"{origin}: key 'algorithm.baseline' is 'raft' (advantage max(reward, 0)), which takes no "
+                          f"std normalisation, but algorithm.advantage_std is {alg.advantage_std!r}: set it to "
+                          "'none' (the raft and raft_pp presets do)")
     if alg.advantage_std != "none" and alg.advantage_eps <= 0:  # a group of equal rewards would give 0 / 0
         raise RecipeError(f"{origin}: key 'algorithm.advantage_eps' must be positive when algorithm.advantage_std "
                           f"is {alg.advantage_std!r}, got {alg.advantage_eps}")

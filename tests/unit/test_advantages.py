@@ -66,3 +66,14 @@ def test_constant_group_has_zero_advantage_and_is_counted():
     assert values[0] == [0.0, 0.0, 0.0]
     assert metrics["adv/zero_signal_group_frac"] == 0.5
     assert sum(values[1]) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_raft_advantage_is_the_clipped_reward_of_each_response():
+    """RAFT / RAFT++ (GVM's adv_estimator=raft): max(reward, 0), no baseline, whatever the group; with a 0/1 reward
+    only accepted responses carry a gradient, and a group of one is just its response."""
+    assert group_advantages([1.0, 0.0, -0.5, 2.0], baseline="raft", std_normalize="none") == [1.0, 0.0, 0.0, 2.0]
+    assert group_advantages([0.7], baseline="raft", std_normalize="none", singleton_rule="drop") == [0.7]
+    advantages, metrics = batch_advantages([[1, 1, 1], [0, 1]], baseline="raft", std_normalize="none")
+    assert advantages == [[1.0, 1.0, 1.0], [0.0, 1.0]]  # an all-correct group still trains (unlike GRPO)
+    with pytest.raises(ValueError, match="advantage_std to 'none'"):
+        group_advantages([1.0, 0.0], baseline="raft", std_normalize="group")

@@ -25,6 +25,7 @@ from rlpost.choices import (
     Baseline,
     KlEstimator,
     LossAggregation,
+    PolicyLoss,
     RatioLevel,
     SamplerKind,
     SingletonRule,
@@ -93,6 +94,10 @@ def _tis_level(value: str) -> float:
     return _loss(LossSpec(tis_level=value, tis_cap=1.3))[0]
 
 
+def _policy_loss(value: str) -> float:
+    return _loss(LossSpec(policy_loss=value))[0]
+
+
 # ---- advantages --------------------------------------------------------------------------------------------------
 
 GROUPS = [[1.0, 0.0, 0.0, 1.0], [0.5, 0.2, 0.9], [0.7], [0.3, 0.3]]
@@ -122,6 +127,7 @@ MATH_CHOICES: list[tuple[str, Any, str, Callable[[Any], object]]] = [
     ("KlEstimator", KlEstimator, "rlpost.losses.kl_estimate", _kl_estimator),
     ("RatioLevel", RatioLevel, "rlpost.losses.policy_loss", _ratio_level),
     ("TisLevel", TisLevel, "rlpost.losses.policy_loss", _tis_level),
+    ("PolicyLoss", PolicyLoss, "rlpost.losses.policy_loss", _policy_loss),
     ("Baseline", Baseline, "rlpost.advantages.batch_advantages", _baseline),
     ("AdvantageStd", AdvantageStd, "rlpost.advantages.batch_advantages", _std_mode),
     ("SingletonRule", SingletonRule, "rlpost.advantages.batch_advantages", _singleton_rule),

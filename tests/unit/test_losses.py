@@ -271,3 +271,31 @@ def test_row_weights_are_what_every_trained_token_of_the_row_gets(aggregation):
         # and the weights sum to the aggregation's normaliser: 1 for token-mean, the same for every row otherwise
         if aggregation == "token-mean" and lengths.sum() > 0:
             assert float(grid.sum()) == pytest.approx(1.0)
+
+
+def test_vanilla_policy_loss_is_minus_advantage_times_log_likelihood():
+    """RAFT's `vanilla` loss (GVM's policy_loss=vanilla): -A log pi per token, token-mean; no ratio, no clip. Its
+    gradient is -A / n per token's logprob whatever pi_old is, where PPO's is -A ratio / n inside the clip."""
+    lp = torch.tensor([[-1.0, -0.5, -2.0]], dtype=torch.float64, requires_grad=True)
+    adv = torch.tensor([[1.0, -1.0, 0.5]], dtype=torch.float64)
+    old = torch.tensor([[-3.0, -0.1, -2.0]], dtype=torch.float64)  # far off: PPO would clip, vanilla ignores it
+    loss, metrics = _loss(lp, old, adv, LossSpec(policy_loss="vanilla"))
+    assert float(loss.detach()) == pytest.approx((1.0 - 0.5 + 1.0) / 3, abs=1e-12)
+    loss.backward()
+    assert lp.grad[0].tolist() == pytest.approx([-1 / 3, 1 / 3, -0.5 / 3], abs=1e-12)
+    assert "clip_frac" not in metrics and float(metrics["pg_loss"]) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_raft_pp_is_ppo_with_a_dual_clip_of_three():
+    """RAFT++ (GVM's policy_loss=plusplus): PPO clip 0.2 with dual clip 3 on the raft advantage."""
+    from rlpost.loop import loss_spec
+    from rlpost.recipes import load_config
+
+    spec = loss_spec(load_config("quickstart", ["algorithm.preset=raft_pp"]))
+    assert (spec.policy_loss, spec.clip_eps_low, spec.clip_eps_high, spec.dual_clip_c) == ("ppo", 0.2, 0.2, 3.0)
+    lp = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
+    old = torch.tensor([[-2.0, 0.0]], dtype=torch.float64)  # ratio e^2 on the first token
+    adv = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    loss, _ = _loss(lp, old, adv, spec)
+    # token 1: A < 0, -min(e^2 * -1, 1.2 * -1) = e^2, dual-clipped to 3 * |A| = 3; token 2: ratio 1 -> -1
+    assert float(loss) == pytest.approx((3.0 - 1.0) / 2, abs=1e-12)
