@@ -36,6 +36,7 @@ OnGenRoundsExhausted = Literal["train", "error"]
 SamplerKind = Literal["uniform", "mixture", "dump", "prioritised", "staged"]
 AllocatorKind = Literal["fixed", "gvm", "gvm_online"]
 GradNorm = Literal["embedding", "lm_head"]
+AllocatorSchedule = Literal["step", "iteration"]  # when GVM's pre-pass runs (rlpost/collect.py)
 ZeroStage = Literal[0, 1, 2, 3]
 Backend = Literal["auto", "gloo", "nccl"]
 Transport = Literal["auto", "cpu", "nccl", "ipc"]

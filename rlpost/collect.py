@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class StepBatch:
     tokens: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # allocation and pre-pass numbers
     health: dict[str, float] = field(default_factory=dict)  # the reward stage's counts while it was collected
+    drawn: Counter[str] = field(default_factory=Counter)  # prompts drawn for it per data_source
     timing: dict[str, float] = field(default_factory=dict)  # its phases' seconds when collected ahead of its step
 
 
@@ -55,6 +57,9 @@ class Collector:
         self.sampler, self.allocator = sampler, allocator
         cfg = config.rollout
         self.partial = PartialBuffer(cfg.partial_max_tokens, cfg.stop_on_repeat) if cfg.partial_max_tokens else None
+        # GVM's iteration schedule: each planned step's prompts and n_i, from one pre-pass over the iteration
+        self.plan: dict[int, tuple[list[Prompt], list[int]]] = {}
+        self.by_iteration = allocator.needs_prepass and config.allocator.schedule == "iteration"
 
     def collect(self, step: int, timer: PhaseTimer) -> StepBatch:
         """Rounds until the step has its groups (one round without dynamic sampling)."""
@@ -63,16 +68,22 @@ class Collector:
         while not self.enough(batch):
             self.round(batch, timer)
         batch.health = self.rollouts.health.metrics()  # this collection's passes (and any eval since the last)
-        # the draw counts are this batch's: off sync the sampler has drawn later batches by the time it trains
-        batch.metrics.update({k: v for k, v in self.sampler.metrics().items() if k.startswith("sampler/count/")})
+        # the draw counts are this batch's (off sync, or planned by iteration, the sampler has drawn later batches)
+        batch.metrics.update({k: float(batch.drawn.get(k.rsplit("/", 1)[1], 0)) for k in self.sampler.metrics()
+                              if k.startswith("sampler/count/")})
         return batch
 
     def round(self, batch: StepBatch, timer: PhaseTimer) -> None:
         """One round of phases 1-4, its groups added to the batch."""
         with timer.phase("sample"):                               # 1. which prompts
-            prompts = self.sampler.next_batch(batch.step)
+            planned = self.by_iteration and batch.rounds == 0
+            prompts = [] if planned else self.sampler.next_batch(batch.step)
         with timer.phase("allocate"):                             # 2. how many samples each
-            counts = self.allocate(prompts, batch)
+            if planned:
+                prompts, counts = self.planned(batch)
+            else:
+                counts = self.allocate(prompts, batch)
+            batch.drawn.update(p.data_source for p in prompts)
             prompts = [p for p, n in zip(prompts, counts) if n > 0]
             requests = self.rollouts.requests(prompts, batch.step, [n for n in counts if n > 0],
                                               round_=batch.rounds, budget=batch.budget)
@@ -149,6 +160,27 @@ class Collector:
         if metric == "reward":
             return [s.reward for s in group.samples]
         raise ValueError(f"algorithm.dynamic_sampling_metric={metric!r} has no handler in rlpost/collect.py")
+
+    def planned(self, batch: StepBatch) -> tuple[list[Prompt], list[int]]:
+        """GVM's iteration schedule: the step's prompts and n_i from its iteration's plan. The first step of an
+        iteration draws the prompts of its `iteration_steps` steps (never past the run's last), runs one pre-pass
+        over all of them and allocates their joint budget (its pre-pass counts in this step's `prepass/*`)."""
+        if batch.step not in self.plan:
+            last = min(batch.step + self.config.allocator.iteration_steps, self.config.run.steps + 1)
+            drawn = [(step, self.sampler.next_batch(step)) for step in range(batch.step, max(last, batch.step + 1))]
+            allocated = iter(self.allocate([p for _, prompts in drawn for p in prompts], batch))
+            self.plan.update({step: (prompts, [next(allocated) for _ in prompts]) for step, prompts in drawn})
+        prompts, counts = self.plan.pop(batch.step)
+        batch.metrics.update(allocation_metrics(counts, None, self.config.allocator.alpha, self.config.allocator.beta))
+        return prompts, counts
+
+    def plan_state(self) -> list[dict[str, Any]]:
+        """The planned steps (a checkpoint's `plan`): prompts by uid and their n_i."""
+        return [{"step": step, "prompts": [p.uid for p in prompts], "counts": counts}
+                for step, (prompts, counts) in sorted(self.plan.items())]
+
+    def load_plan(self, records: list[dict[str, Any]], prompts: dict[int, Prompt]) -> None:
+        self.plan = {r["step"]: ([prompts[u] for u in r["prompts"]], list(r["counts"])) for r in records}
 
     def allocate(self, prompts: list[Prompt], batch: StepBatch) -> list[int]:
         """Samples per prompt from the allocator; GVM's pre-pass (its rollouts counted apart) runs first."""

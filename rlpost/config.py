@@ -19,6 +19,7 @@ from typing import Any
 from rlpost.choices import (
     AdvantageStd,
     AllocatorKind,
+    AllocatorSchedule,
     AttnImplementation,
     Backend,
     Baseline,
@@ -329,6 +330,11 @@ class AllocatorConfig:
                               "total) or 'gvm_online' (the same rule on estimates from each prompt's earlier "
                               "rollouts, no pre-pass)", "fixed")
     prepass_samples: int = doc("gvm: rollouts per prompt in the pre-pass (N')", 8, range=f"[1, {MAX_COUNT}]")
+    schedule: AllocatorSchedule = doc("gvm: when the pre-pass runs: every 'step' on its prompts, or once per "
+                                      "'iteration' (GVM's code) over the prompts of the next iteration_steps steps, "
+                                      "drawn together, whose n_i then hold for those steps", "step")
+    iteration_steps: int = doc("gvm, schedule 'iteration': steps per iteration (GVM's scripts: about 9)", 9,
+                               range=f"[1, {MAX_STEPS}]")
     accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5,
                                   range="(-inf, inf)")
     alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3, range="[0, inf)")

@@ -128,7 +128,8 @@ class Started:
         return {"sampler": self.trainer.sampler.state_dict(), "allocator": self.trainer.allocator.state_dict(),
                 "prompt_uids": [p.uid for p in self.prompts], "before": self.before,
                 "policy_version": self.trainer.version, "pending": self.trainer.pipeline.state_dict(),
-                "partial": partial.state_dict() if (partial := self.trainer.collector.partial) else []}
+                "partial": partial.state_dict() if (partial := self.trainer.collector.partial) else [],
+                "plan": self.trainer.collector.plan_state()}
 
 
 def _run_dir(config: RootConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -211,6 +212,7 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
     trainer.pipeline.load_state_dict(state.get("pending", []), by_uid)
     if trainer.collector.partial is not None:
         trainer.collector.partial.load_state_dict(state.get("partial", []), by_uid)
+    trainer.collector.load_plan(state.get("plan", []), by_uid)
     return Started(trainer, kept, state["before"])
 
 

@@ -220,6 +220,7 @@ COVERED_ELSEWHERE = {
     "PlacementStrategy": "passed to Ray's placement_group",
     "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
     "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
+    "AllocatorSchedule": "rlpost/collect.py (by_iteration); tests/unit/test_dynamic_sampling.py runs both",
     "Logger": "rlpost/trackers.py open_trackers; tests/unit/test_trackers.py runs each (wandb, mlflow offline)",
 }
 

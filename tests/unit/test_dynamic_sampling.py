@@ -194,3 +194,38 @@ def test_step_reports_wall_clock_overhead_and_throughput():
     assert m["time/wall"] >= m["time/step"] > 0 and m["time/overhead"] >= 0
     assert m["time/overhead"] == pytest.approx(m["time/wall"] - m["time/step"], abs=1e-9)
     assert m["perf/tokens_per_s"] == pytest.approx(m["tokens/generated"] / m["time/wall"])
+
+
+def test_gvm_iteration_schedule_runs_one_prepass_for_several_steps():
+    """GVM's code: one pre-pass per iteration over the prompts of its steps (drawn together), whose n_i then hold
+    for those steps under their joint budget; the pre-pass is counted at the iteration's first step only. The plan
+    survives a checkpoint (JSON) and a restored collector continues it exactly."""
+    import json
+
+    def trainer_with(schedule: str):
+        trainer, learner = _trainer(["allocator.kind=gvm", "allocator.prepass_samples=4", "run.steps=7",
+                                     f"allocator.schedule={schedule}", "allocator.iteration_steps=3"])
+        learner.grad_norms = lambda sequences, prompt_lens, kind: [1.0] * len(sequences)
+        return trainer, learner
+
+    trainer, learner = trainer_with("iteration")
+    first = [trainer.step(step) for step in (1, 2)]
+    assert first[0]["prepass/prompts"] == 3 * 4 and "prepass/prompts" not in first[1]  # 3 steps x 4 prompts
+    state = json.loads(json.dumps(trainer.collector.plan_state()))
+    assert [r["step"] for r in state] == [3]
+    # joint budget: 3 steps x 4 prompts x 4 samples, spread over the prompts with an accepted pre-pass sample
+    assert sum(sum(len(s.prompt_lens) for s in shards) for shards in learner.trained) <= 3 * 4 * 4
+    again, _ = trainer_with("iteration")
+    again.sampler.load_state_dict(trainer.sampler.state_dict())
+    again.collector.load_plan(state, {p.uid: p for p in again.sampler.prompts})
+    again.version = trainer.version
+
+    def same(metrics: dict) -> dict:
+        return {k: repr(v) for k, v in metrics.items() if not k.startswith(("time/", "perf/", "rollout/idle"))}
+
+    for step in range(3, 8):  # step 3 from the plan, then a new iteration (4-6) and a last one cut at the run (7)
+        a, b = trainer.step(step), again.step(step)
+        assert same(a) == same(b), step
+        assert ("prepass/prompts" in a) == (step in (4, 7))
+    per_step, _ = trainer_with("step")
+    assert per_step.step(1)["prepass/prompts"] == 4 and per_step.step(2)["prepass/prompts"] == 4
