@@ -3,7 +3,8 @@
 `fixed` gives every prompt rollout.samples_per_prompt. `gvm` is the published GVM: a pre-pass of `prepass_samples`
 rollouts per prompt gives the acceptance rate p_i and, from the learner, the mean embedding-gradient norm G_i of
 the accepted samples; then n_i follows rlpost/allocation.py under the budget samples_per_prompt x prompts. The
-pre-pass here runs every step on that step's prompts (the paper runs it once per "iteration" of several steps).
+pre-pass runs every step on that step's prompts, or (`allocator.schedule: iteration`, as GVM's code) once per
+iteration over the prompts of its steps (rlpost/collect.py plans them).
 `gvm_online` needs no pre-pass: it estimates p_i (Beta prior, posterior mean) and G_i (mean over accepted samples
 seen; the mean over all prompts for a new one; 0 for one never accepted) from the earlier training rollouts of the
 same prompt, and gives every prompt at least `min_samples`. `make_allocator` builds the one a recipe names from
