@@ -19,6 +19,7 @@ from rlpost.allocators import allocation_metrics
 from rlpost.config import RootConfig
 from rlpost.metrics import PhaseTimer
 from rlpost.partial import PartialBuffer, extend
+from rlpost.records import decode_group, encode_group
 from rlpost.rollouts import PARTIAL_ROUND, PREPASS_ROUND, Rollouts, run_columns, step_budget
 from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import Allocator, GenerationRequest, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
@@ -58,7 +59,8 @@ class Collector:
         cfg = config.rollout
         self.partial = PartialBuffer(cfg.partial_max_tokens, cfg.stop_on_repeat) if cfg.partial_max_tokens else None
         # GVM's iteration schedule: each planned step's prompts and n_i, from one pre-pass over the iteration
-        self.plan: dict[int, tuple[list[Prompt], list[int]]] = {}
+        self.plan: dict[int, tuple[list[Prompt], list[int], list[Group]]] = {}
+        self.last_prepass: list[Group] = []  # the last pre-pass's groups, aligned with its prompts (train_prepass)
         self.by_iteration = allocator.needs_prepass and config.allocator.schedule == "iteration"
 
     def collect(self, step: int, timer: PhaseTimer) -> StepBatch:
@@ -80,17 +82,24 @@ class Collector:
             prompts = [] if planned else self.sampler.next_batch(batch.step)
         with timer.phase("allocate"):                             # 2. how many samples each
             if planned:
-                prompts, counts = self.planned(batch)
+                prompts, counts, prepass = self.planned(batch)
             else:
-                counts = self.allocate(prompts, batch)
+                counts, prepass = self.allocate(prompts, batch), self.last_prepass
             batch.drawn.update(p.data_source for p in prompts)
-            prompts = [p for p, n in zip(prompts, counts) if n > 0]
-            requests = self.rollouts.requests(prompts, batch.step, [n for n in counts if n > 0],
+            keep = [i for i, n in enumerate(counts) if n > 0]
+            prompts = [prompts[i] for i in keep]
+            requests = self.rollouts.requests(prompts, batch.step, [counts[i] for i in keep],
                                               round_=batch.rounds, budget=batch.budget)
         with timer.phase("generate"):                             # 3. vLLM completions
             groups = self.generate(prompts, requests, batch)
+            # allocator.train_prepass: each group also trains on its prompt's pre-pass samples (scored already)
+            joined = ({id(g): prepass[i] for g, i in zip(groups, keep)}
+                      if self.config.allocator.train_prepass and prepass else {})
         with timer.phase("reward"):                               # 4. reward workers (+ shaping, KL)
             groups = self.rollouts.score(groups, batch.run, f"step {batch.step}")
+            for group in groups:
+                if id(group) in joined:
+                    group.samples = [*joined[id(group)].samples, *group.samples]
             self.shape_rewards(groups)
         if self.allocator.learns_from_rollouts:
             with timer.phase("allocate"):
@@ -161,7 +170,7 @@ class Collector:
             return [s.reward for s in group.samples]
         raise ValueError(f"algorithm.dynamic_sampling_metric={metric!r} has no handler in rlpost/collect.py")
 
-    def planned(self, batch: StepBatch) -> tuple[list[Prompt], list[int]]:
+    def planned(self, batch: StepBatch) -> tuple[list[Prompt], list[int], list[Group]]:
         """GVM's iteration schedule: the step's prompts and n_i from its iteration's plan. The first step of an
         iteration draws the prompts of its `iteration_steps` steps (never past the run's last), runs one pre-pass
         over all of them and allocates their joint budget (its pre-pass counts in this step's `prepass/*`)."""
@@ -169,18 +178,23 @@ class Collector:
             last = min(batch.step + self.config.allocator.iteration_steps, self.config.run.steps + 1)
             drawn = [(step, self.sampler.next_batch(step)) for step in range(batch.step, max(last, batch.step + 1))]
             allocated = iter(self.allocate([p for _, prompts in drawn for p in prompts], batch))
-            self.plan.update({step: (prompts, [next(allocated) for _ in prompts]) for step, prompts in drawn})
-        prompts, counts = self.plan.pop(batch.step)
+            prepass = iter(self.last_prepass)  # kept only when they will be trained on
+            self.plan.update({step: (prompts, [next(allocated) for _ in prompts],
+                                     [next(prepass) for _ in prompts] if self.last_prepass else [])
+                              for step, prompts in drawn})
+        prompts, counts, groups = self.plan.pop(batch.step)
         batch.metrics.update(allocation_metrics(counts, None, self.config.allocator.alpha, self.config.allocator.beta))
-        return prompts, counts
+        return prompts, counts, groups
 
     def plan_state(self) -> list[dict[str, Any]]:
         """The planned steps (a checkpoint's `plan`): prompts by uid and their n_i."""
-        return [{"step": step, "prompts": [p.uid for p in prompts], "counts": counts}
-                for step, (prompts, counts) in sorted(self.plan.items())]
+        return [{"step": step, "prompts": [p.uid for p in prompts], "counts": counts,
+                 "prepass": [encode_group(g) for g in groups]}
+                for step, (prompts, counts, groups) in sorted(self.plan.items())]
 
     def load_plan(self, records: list[dict[str, Any]], prompts: dict[int, Prompt]) -> None:
-        self.plan = {r["step"]: ([prompts[u] for u in r["prompts"]], list(r["counts"])) for r in records}
+        self.plan = {r["step"]: ([prompts[u] for u in r["prompts"]], list(r["counts"]),
+                                 [decode_group(g, prompts) for g in r.get("prepass", [])]) for r in records}
 
     def allocate(self, prompts: list[Prompt], batch: StepBatch) -> list[int]:
         """Samples per prompt from the allocator; GVM's pre-pass (its rollouts counted apart) runs first."""
@@ -196,8 +210,9 @@ class Collector:
                      "prepass/tokens": sum(len(s.token_ids) for g in groups for s in g.samples)}
             for key, value in spent.items():
                 batch.metrics[key] = batch.metrics.get(key, 0.0) + float(value)
+            self.last_prepass = groups if cfg.train_prepass else []
         else:
-            stats = self.allocator.estimates(prompts)
+            stats, self.last_prepass = self.allocator.estimates(prompts), []
         counts = self.allocator.allocate(prompts, stats)
         batch.metrics.update(allocation_metrics(counts, stats, cfg.alpha, cfg.beta))
         return counts

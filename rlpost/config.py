@@ -335,6 +335,9 @@ class AllocatorConfig:
                                       "drawn together, whose n_i then hold for those steps", "step")
     iteration_steps: int = doc("gvm, schedule 'iteration': steps per iteration (GVM's scripts: about 9)", 9,
                                range=f"[1, {MAX_STEPS}]")
+    train_prepass: bool = doc("gvm: also train on the pre-pass samples, joined to their prompt's group at its step "
+                              "(GVM's code does not; a prompt given no samples drops its pre-pass; not with "
+                              "partial rollouts)", False)
     accept_threshold: float = doc("gvm: a sample is accepted when the first reward function exceeds this", 0.5,
                                   range="(-inf, inf)")
     alpha: float = doc("gvm: regulariser alpha (paper: 1e-3)", 1e-3, range="[0, inf)")

@@ -76,6 +76,9 @@ def check_values(config: RootConfig, origin: str) -> None:
     if alg.dual_clip_c and alg.dual_clip_c <= 1.0:
         raise RecipeError(f"{origin}: key 'algorithm.dual_clip_c' must be 0 (off) or greater than 1, "
                           f"got {alg.dual_clip_c}")
+    if config.allocator.train_prepass and config.rollout.partial_max_tokens:
+        raise RecipeError(f"{origin}: key 'allocator.train_prepass' cannot be used with rollout.partial_max_tokens "
+                          "(a parked group's pre-pass samples would train at another step)")
     if alg.baseline == "raft" and alg.advantage_std != "none":
         raise RecipeError(f"{origin}: key 'algorithm.baseline' is 'raft' (advantage max(reward, 0)), which takes no "
                           f"std normalisation, but algorithm.advantage_std is {alg.advantage_std!r}: set it to "

@@ -229,3 +229,25 @@ def test_gvm_iteration_schedule_runs_one_prepass_for_several_steps():
         assert ("prepass/prompts" in a) == (step in (4, 7))
     per_step, _ = trainer_with("step")
     assert per_step.step(1)["prepass/prompts"] == 4 and per_step.step(2)["prepass/prompts"] == 4
+
+
+@pytest.mark.parametrize("schedule", ["step", "iteration"])
+def test_train_prepass_joins_each_prompts_prepass_samples_to_its_group(schedule):
+    """allocator.train_prepass: a prompt given n_i > 0 trains on its n_i new samples plus its N' pre-pass samples
+    (rewarded already, not scored again); a prompt given none drops its pre-pass; off by default (GVM's code)."""
+    rows = {}
+    for train in (False, True):
+        trainer, learner = _trainer(["allocator.kind=gvm", "allocator.prepass_samples=4", "run.steps=2",
+                                     f"allocator.schedule={schedule}", "allocator.iteration_steps=2",
+                                     f"allocator.train_prepass={str(train).lower()}"])
+        learner.grad_norms = lambda sequences, prompt_lens, kind: [1.0] * len(sequences)
+        scored = []
+        score = trainer.workers.reward.score
+        trainer.workers.reward.score = lambda request: (scored.append(len(request.completions)), score(request))[1]
+        metrics = [trainer.step(step) for step in (1, 2)]
+        rows[train] = [sum(len(s.prompt_lens) for s in shards) for shards in learner.trained]
+        kept = [m["groups/generated"] for m in metrics]  # prompts given samples (an accepted pre-pass sample)
+        if train:
+            assert rows[True] == [r + 4 * k for r, k in zip(rows[False], kept)]
+            assert sum(scored) == sum(m.get("prepass/completions", 0) + m["rollout/completions"] for m in metrics)
+    assert rows[False] and all(r > 0 for r in rows[False])
