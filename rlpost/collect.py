@@ -18,9 +18,9 @@ from typing import Any
 from rlpost.allocators import allocation_metrics
 from rlpost.config import RootConfig
 from rlpost.metrics import PhaseTimer
-from rlpost.partial import PartialBuffer, extend
+from rlpost.partial import PartialBuffer, generate_partial
 from rlpost.records import decode_group, encode_group
-from rlpost.rollouts import PARTIAL_ROUND, PREPASS_ROUND, Rollouts, run_columns, step_budget
+from rlpost.rollouts import PREPASS_ROUND, Rollouts, run_columns, step_budget
 from rlpost.shaping import informative_group, overlong_penalty
 from rlpost.types import Allocator, GenerationRequest, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
 
@@ -117,27 +117,17 @@ class Collector:
         parked completions, and only groups whose completions are all done come back (rlpost/partial.py)."""
         if self.partial is None:
             groups = self.rollouts.generate(prompts, requests)
-            batch.completions += sum(len(g.samples) for g in groups)
-            batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples)
-            return groups
-        limits = self.partial.segment(requests)
-        parked = self.partial.take_parked() if batch.rounds == 0 else []
-        cfg = self.config.rollout
-        more, targets = self.partial.continuations(parked, lambda i: self.rollouts.seed(batch.step, i, PARTIAL_ROUND),
-                                                   cfg.temperature, cfg.top_p)
-        results = self.rollouts.rollout.generate([*requests, *more])
-        groups = [Group(p, s) for p, s in zip(prompts, results)]
-        pieces = [piece for (piece,) in results[len(requests):]]
-        for sample, piece in zip(targets, pieces, strict=True):
-            extend(sample, piece)
-        batch.completions += sum(len(g.samples) for g in groups)
-        batch.tokens += sum(len(s.token_ids) for g in groups for s in g.samples) + sum(len(p.token_ids) for p in pieces)
-        done = self.partial.settle([*groups, *(p.group for p in parked)], [*limits, *(p.limit for p in parked)])
-        finished = {id(g) for g in done}
-        batch.metrics.update({"partial/continued": float(len(pieces)),  # parked completions continued
-                              "partial/resumed_groups": float(sum(id(p.group) in finished for p in parked)),
-                              "partial/parked_groups": float(len(self.partial.parked))})  # waiting after the round
-        return done
+            completions, tokens = sum(len(g.samples) for g in groups), sum(
+                len(s.token_ids) for g in groups for s in g.samples)
+        else:
+            cfg = self.config.rollout
+            groups, completions, tokens, metrics = generate_partial(
+                self.partial, self.rollouts, prompts, requests, batch.step, batch.rounds == 0, cfg.temperature,
+                cfg.top_p)
+            batch.metrics.update(metrics)
+        batch.completions += completions
+        batch.tokens += tokens
+        return groups
 
     def enough(self, batch: StepBatch) -> bool:
         """Whether the step stops generating: always after one round without dynamic sampling; with it, once

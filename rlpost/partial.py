@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rlpost.records import decode_group, encode_group
+from rlpost.rollouts import PARTIAL_ROUND, Rollouts
 from rlpost.types import GenerationRequest, Group, Prompt, Sample
 
 MAX_PERIOD = 16  # longest repeated block stop_on_repeat looks for
@@ -129,3 +130,26 @@ def loss_start(sample: Sample, latest_only: bool) -> int:
 def trained_version(sample: Sample, latest_only: bool) -> int:
     """Policy version of the oldest token in the loss."""
     return sample.segments[-1][1] if latest_only and sample.segments else sample.version
+
+
+def generate_partial(buffer: PartialBuffer, rollouts: Rollouts, prompts: list[Prompt],
+                     requests: list[GenerationRequest], step: int, first_round: bool, temperature: float,
+                     top_p: float) -> tuple[list[Group], int, int, dict[str, float]]:
+    """One pass with partial rollouts: the round's requests capped at a segment and (first round of a step) every
+    parked completion continued, in one call to the engines. Returns the groups now complete, the new completions
+    and the tokens generated (continuations included), and the `partial/*` metrics."""
+    limits = buffer.segment(requests)
+    parked = buffer.take_parked() if first_round else []
+    more, targets = buffer.continuations(parked, lambda i: rollouts.seed(step, i, PARTIAL_ROUND), temperature, top_p)
+    results = rollouts.rollout.generate([*requests, *more])
+    groups = [Group(p, s) for p, s in zip(prompts, results)]
+    pieces = [piece for (piece,) in results[len(requests):]]
+    for sample, piece in zip(targets, pieces, strict=True):
+        extend(sample, piece)
+    tokens = sum(len(s.token_ids) for g in groups for s in g.samples) + sum(len(p.token_ids) for p in pieces)
+    done = buffer.settle([*groups, *(p.group for p in parked)], [*limits, *(p.limit for p in parked)])
+    finished = {id(g) for g in done}
+    metrics = {"partial/continued": float(len(pieces)),  # parked completions continued
+               "partial/resumed_groups": float(sum(id(p.group) in finished for p in parked)),
+               "partial/parked_groups": float(len(buffer.parked))}  # waiting after the round
+    return done, sum(len(g.samples) for g in groups), tokens, metrics
