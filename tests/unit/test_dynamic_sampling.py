@@ -243,7 +243,11 @@ def test_train_prepass_joins_each_prompts_prepass_samples_to_its_group(schedule)
         learner.grad_norms = lambda sequences, prompt_lens, kind: [1.0] * len(sequences)
         scored = []
         score = trainer.workers.reward.score
-        trainer.workers.reward.score = lambda request: (scored.append(len(request.completions)), score(request))[1]
+        def counted(request, scored=scored, score=score):
+            scored.append(len(request.completions))
+            return score(request)
+
+        trainer.workers.reward.score = counted
         metrics = [trainer.step(step) for step in (1, 2)]
         rows[train] = [sum(len(s.prompt_lens) for s in shards) for shards in learner.trained]
         kept = [m["groups/generated"] for m in metrics]  # prompts given samples (an accepted pre-pass sample)

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from test_async import Sync  # the fake weight sync: the engine takes the learner's version
 
 from rlpost.batching import compact_shards, expand_shard
 from rlpost.loop import Trainer
@@ -64,18 +65,6 @@ class Learner:
         self.version += 1
         self.shards.append(shards)
         return lambda: {"loss": 0.0}
-
-
-class Sync:
-    def __init__(self, engine, learner) -> None:
-        self.engine, self.learner = engine, learner
-
-    def sync(self):
-        self.engine.version = self.learner.version
-        return {"sync/version": float(self.learner.version)}
-
-    def rejoin(self, slot):
-        return self.sync()
 
 
 class Recorder(UniformSampler):
