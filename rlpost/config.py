@@ -46,6 +46,7 @@ from rlpost.choices import (
     is_choice,
     values_of,
 )
+from rlpost.embedded.tasks import SOURCES as DEFAULT_EMBEDDED_SOURCES
 
 # Upper bounds on counts, lengths and times only keep absurd values (`samples_per_prompt: 1e29`) away from Ray, vLLM
 # and the OS; they sit far above any run rlpost can do, so raise one if a real run needs it.
@@ -115,6 +116,10 @@ class DataConfig:
     max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48,
                                  range=f"[1, {MAX_TOKENS}]")
     seed: int = doc("seed of the embedded generator and of prompt shuffling", 0, range=f"[0, {MAX_SEED}]")
+    embedded_sources: list[str] = doc("embedded suite: its distributions, 'sumK' = sums of K digits (K 1-18); the "
+                                      "default five are the quickstart's, 'graded' in the README lists a harder "
+                                      "12-source suite for curriculum experiments",
+                                      factory=lambda: list(DEFAULT_EMBEDDED_SOURCES))
 
 
 @dataclass(frozen=True)
@@ -365,6 +370,9 @@ class RunConfig:
                                  "never", 50, range=f"[0, {MAX_STEPS}]")
     log_samples_per_source: int = doc("completions per data_source in each samples.jsonl record", 2,
                                       range=f"[1, {MAX_COUNT}]")
+    eval_samples: int = doc("completions per held-out prompt in the sampled eval (eval/sampled/*): its accuracy "
+                            "is their mean, and eval/sampled/se/mean its standard error over prompts", 1,
+                            range=f"[1, {MAX_COUNT}]")
     eval_max_new_tokens: int = doc("generation cap in held-out eval", 12, range=f"[1, {MAX_TOKENS}]")
     save_final: bool = doc("write a Hugging Face checkpoint of the final policy into run_dir/final", True)
     tensorboard: bool = doc("false turns TensorBoard off even when run.loggers lists it (the older switch)", True)

@@ -37,7 +37,8 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[dict[str, Any]]:
     if cfg.source == "embedded":
         from rlpost.embedded.tasks import make_suite
 
-        suite = make_suite(cfg.n_train_per_source, cfg.n_eval_per_source, seed=cfg.seed)
+        suite = make_suite(cfg.n_train_per_source, cfg.n_eval_per_source, seed=cfg.seed,
+                           sources=tuple(cfg.embedded_sources))
         if split not in suite:
             raise DataError(f"data.train_split/eval_split {split!r}: the embedded suite has {sorted(suite)}")
         return suite[split]

@@ -149,9 +149,16 @@ class Trainer:
         return probe_diff(self.workers.rollout, self.workers.learner, self.probe_sequences)
 
     def evaluate(self, prompts: list[Prompt], sampled: bool = False) -> dict[str, float]:
-        """Greedy (or sampled) held-out accuracy per data_source and their mean, with the run columns of the latest
-        step."""
-        return evaluate(self.rollouts, prompts, run_columns(self.config, self._last_step), sampled)
+        """Greedy (or sampled, mean of run.eval_samples) held-out accuracy per data_source, their mean and its
+        standard error (se/mean), with the run columns of the latest step."""
+        return evaluate(self.rollouts, prompts, run_columns(self.config, self._last_step), sampled,
+                        self.config.run.eval_samples)
+
+    def held_out(self, prompts: list[Prompt]) -> dict[str, float]:
+        """Both evals as metrics: eval/<source>, eval/mean, eval/se/mean (greedy) and eval/sampled/*."""
+        metrics = {f"eval/{k}": v for k, v in self.evaluate(prompts).items()}
+        metrics.update({f"eval/sampled/{k}": v for k, v in self.evaluate(prompts, sampled=True).items()})
+        return metrics
 
 
 def probe_diff(rollout: RolloutEngine, learner: LearnerGroup, sequences: list[list[int]]) -> float:

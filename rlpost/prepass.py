@@ -1,4 +1,5 @@
-"""Passes over the prompts outside a training step: the RIF-RFT filter before training and greedy evaluation.
+"""Passes over the prompts outside a training step: the RIF-RFT filter before training and held-out
+evaluation (greedy, and mean@k sampled, with standard errors).
 
 Both go through `Rollouts` (generate, then score with the reward functions only: no shaping or KL terms), with
 seeds of their own (rlpost/rollouts.py).
@@ -6,6 +7,7 @@ seeds of their own (rlpost/rollouts.py).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -37,17 +39,37 @@ def rif_filter(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], k
     return kept, {f"rif/kept_frac/{src}": n_kept / n for src, (n, n_kept) in sorted(seen.items())}
 
 
-def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sampled: bool = False
+def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sampled: bool = False, k: int = 1
              ) -> dict[str, float]:
-    """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean; `sampled`: of
-    one completion per prompt sampled like a training rollout (temperature, top_p, cap; seeds of its own). A
-    completion left without a reward is left out of the mean."""
-    requests = (rollouts.requests(prompts, EVAL_STEP, 1, round_=1) if sampled
+    """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean; `sampled`: the
+    mean over `k` completions per prompt sampled like a training rollout (temperature, top_p, cap; seeds of their
+    own). A completion left without a reward is left out of the mean; `se/mean` is the mean's standard error."""
+    requests = (rollouts.requests(prompts, EVAL_STEP, k, round_=1) if sampled
                 else rollouts.requests(prompts, EVAL_STEP, 1, greedy=True))
     groups = rollouts.generate(prompts, requests)
     by_source: dict[str, list[float]] = defaultdict(list)
     for group in rollouts.score(groups, run, "evaluation"):
-        by_source[group.prompt.data_source].append(group.samples[0].accuracy)
-    result = {source: mean(v) for source, v in sorted(by_source.items())}
+        by_source[group.prompt.data_source].append(mean([s.accuracy for s in group.samples]))
+    return accuracy_with_error(by_source)
+
+
+def accuracy_with_error(by_source: dict[str, list[float]]) -> dict[str, float]:
+    """Per-source accuracy (the mean of per-prompt scores), their unweighted mean, and `se/mean`: its standard error
+    over prompts, sqrt(sum of the sources' squared standard errors) / sources, each from the sample variance of its
+    per-prompt scores (which for mean@k holds both the prompt draw and the k samples)."""
+    scores = {source: [v for v in values if not math.isnan(v)] for source, values in sorted(by_source.items())}
+    result = {source: mean(v) for source, v in scores.items()}
     result["mean"] = mean(list(result.values()))
+    squared = [_variance(v) / len(v) for v in scores.values() if len(v) > 1]
+    result["se/mean"] = math.sqrt(sum(squared)) / len(squared) if squared else float("nan")
     return result
+
+
+def _variance(values: list[float]) -> float:
+    centre = sum(values) / len(values)
+    return sum((v - centre) ** 2 for v in values) / (len(values) - 1)
+
+
+def accuracy_only(result: dict[str, float]) -> dict[str, float]:
+    """An evaluate() result without its standard error: data_source -> accuracy, and 'mean'."""
+    return {k: v for k, v in result.items() if "/" not in k}

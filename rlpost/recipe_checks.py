@@ -69,6 +69,7 @@ def check_values(config: RootConfig, origin: str) -> None:
     if owned:
         raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "
                           "learner.micro_batch_size and algorithm.updates_per_batch)")
+    _check_embedded_sources(config.data.embedded_sources, origin)
     if config.data.source != "embedded" and not config.data.path:
         raise RecipeError(f"{origin}: key 'data.path' is required when data.source is {config.data.source!r} "
                           "(a jsonl/parquet file, may contain '{split}', or a Hugging Face dataset id)")
@@ -155,6 +156,22 @@ def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: 
     return [f"key 'algorithm.prompts_per_step' is {steps} but {name} has {size} prompts, so each step repeats "
             f"prompts about {steps / max(size, 1):.0f} times; set it to at most {size} and raise "
             "rollout.samples_per_prompt for more completions per prompt" for name, size in pools if steps > size]
+
+
+def _check_embedded_sources(sources: list[str], origin: str) -> None:
+    """Known 'sumK' names, at least one, none twice."""
+    from rlpost.embedded.tasks import length
+
+    if not sources:
+        raise RecipeError(f"{origin}: key 'data.embedded_sources' is empty; list at least one source, e.g. [sum3]")
+    for name in sources:
+        try:
+            length(str(name))
+        except ValueError as err:
+            raise RecipeError(f"{origin}: key 'data.embedded_sources': {err}") from None
+    twice = sorted({s for s in sources if sources.count(s) > 1})
+    if twice:
+        raise RecipeError(f"{origin}: key 'data.embedded_sources' lists {twice} more than once")
 
 
 def _check_reward(reward: RewardConfig, origin: str) -> None:

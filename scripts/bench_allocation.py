@@ -7,13 +7,17 @@
    estimate g = sum_i sum_{accepted j} grad(-log pi(y_ij)) / (n_i p_i) w.r.t. the input embedding is measured. The
    measured ratio GVM/uniform is printed beside GVM's predicted ratio. Prompts whose pre-pass accepted nothing get no
    samples in either arm (both estimators target the same prompts).
-2. Learning curves (real `rlpost train quickstart` runs, paired seeds): fixed n=8, GVM (pre-pass 8 + about 8),
-   equal-compute uniform (n=16: the same completions as GVM's pre-pass plus training), and the online variant.
-   Held-out accuracy against update steps (AUC) and against generated tokens (pre-pass included), with paired
-   differences to fixed n and 95% bootstrap intervals over seeds.
+2. Learning curves (real `rlpost train quickstart` runs, paired seeds, `--algorithm grpo` or `raft_pp`): the
+   arms of `--arms` among fixed n=8 (the baseline), GVM with its pre-pass every step (`gvm`) or, as GVM's code,
+   once per iteration of 9 steps over the iteration's prompts (`gvm_iter`), equal-compute uniform (`fixed16`: the
+   same completions as a per-step pre-pass plus training) and the online variant (`gvm_online`). Held-out accuracy
+   (mean@k sampled, or greedy: --metric) against update steps (AUC) and against generated tokens (pre-pass
+   included), paired differences to fixed n with 95% bootstrap intervals over seeds, and the time to a target
+   accuracy: steps and tokens for each arm's seed-mean curve to reach what fixed n reaches (GVM's paper: 2-4x
+   fewer steps). Runs are resumable and parallel-safe (scripts/_paired.py).
 
     python scripts/bench_allocation.py                        # smoke: mechanism + 2 seeds x 60 steps
-    python scripts/bench_allocation.py --seeds 0 1 2 3 --steps 150
+    python scripts/bench_allocation.py --algorithm raft_pp --seeds 0 1 2 3 4 5 --steps 90 --skip-mechanism
     python scripts/bench_allocation.py --mechanism-only
 """
 
@@ -30,13 +34,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_curriculum import add_run_arguments, auc, bootstrap_ci, overlay_report, run_arm  # noqa: E402
+from _paired import (  # noqa: E402
+    accuracy,
+    add_run_arguments,
+    auc,
+    complete_seeds,
+    eval_noise,
+    fmt_ci,
+    fmt_ratio,
+    overlay_report,
+    paired,
+    run_all,
+    time_to_target,
+    tokens_at,
+)
 
 from actors.gradnorm import embedding_grad_norms  # noqa: E402
 from rlpost.allocation import gvm_allocation, gvm_continuous, variance_ratio_vs_uniform  # noqa: E402
 
 ARMS = {"fixed8": ["allocator.kind=fixed"],
         "gvm": ["allocator.kind=gvm", "allocator.prepass_samples=8"],
+        "gvm_iter": ["allocator.kind=gvm", "allocator.prepass_samples=8", "allocator.schedule=iteration"],
         "fixed16": ["allocator.kind=fixed", "rollout.samples_per_prompt=16"],
         "gvm_online": ["allocator.kind=gvm_online"]}
 
@@ -131,10 +149,6 @@ def mechanism(args: argparse.Namespace) -> dict:
     return result
 
 
-def tokens_at(records: list[dict], step: int) -> float:
-    return sum(r.get("tokens/generated", 0.0) + r.get("prepass/tokens", 0.0) for r in records if 0 < r["step"] <= step)
-
-
 def accuracy_at_tokens(points: list[tuple[float, float]], budget: float) -> float:
     """Held-out accuracy at a token budget, linear between eval points."""
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
@@ -144,35 +158,43 @@ def accuracy_at_tokens(points: list[tuple[float, float]], budget: float) -> floa
 
 
 def curves(args: argparse.Namespace) -> dict:
-    results = {(arm, s): run_arm(arm, s, args, overrides) for s in args.seeds for arm, overrides in ARMS.items()}
-    by_tokens = {k: [(tokens_at(r["records"], step), acc["mean"]) for step, acc in r["points"]]
+    arms = {arm: [*ARMS[arm], f"algorithm.preset={args.algorithm}"] for arm in args.arms}
+    results = run_all(arms, args)
+    seeds = complete_seeds(results, args.arms, args.seeds)
+    if not seeds:
+        raise SystemExit(f"bench: no seed of {args.seeds} has every arm finished in {args.out}")
+    results = {(a, s): r for (a, s), r in results.items() if s in seeds}
+    key = lambda point: accuracy(point, args.metric)  # noqa: E731
+    by_tokens = {k: [(tokens_at(r["records"], step), key(acc)) for step, acc in r["points"]]
                  for k, r in results.items()}
     budget = min(v[-1][0] for v in by_tokens.values())  # the token count every arm reached
-    summary: dict = {"seeds": args.seeds, "token_budget": budget, "arms": {}}
-    for arm in ARMS:
+    summary: dict = {"seeds": seeds, "algorithm": args.algorithm, "metric": args.metric, "token_budget": budget,
+                     "arms": {}}
+    for arm in args.arms:
+        rows = [results[(arm, s)] for s in seeds]
         summary["arms"][arm] = {
-            "auc_steps": [auc(results[(arm, s)]["points"], lambda a: a["mean"]) for s in args.seeds],
-            "acc_at_budget": [accuracy_at_tokens(by_tokens[(arm, s)], budget) for s in args.seeds],
-            "final_mean": [results[(arm, s)]["points"][-1][1]["mean"] for s in args.seeds],
-            "tokens_total": [by_tokens[(arm, s)][-1][0] for s in args.seeds]}
-    for arm in ARMS:
-        if arm == "fixed8":
-            continue
+            "auc_steps": [auc(r["points"], key) for r in rows],
+            "acc_at_budget": [accuracy_at_tokens(by_tokens[(arm, s)], budget) for s in seeds],
+            "final_mean": [key(r["points"][-1][1]) for r in rows],
+            "tokens_total": [by_tokens[(arm, s)][-1][0] for s in seeds],
+            "eval_noise": {m: eval_noise(rows, m) for m in ("greedy", "sampled")}}
+    base = args.arms[0]
+    for arm in args.arms[1:]:
         for metric in ("auc_steps", "acc_at_budget"):
-            diffs = [a - b for a, b in zip(summary["arms"][arm][metric], summary["arms"]["fixed8"][metric])]
-            low, high = bootstrap_ci(diffs)
-            summary[f"diff_{arm}_{metric}"] = {"per_seed": diffs, "mean": sum(diffs) / len(diffs), "ci95": [low, high]}
-    _plot(results, by_tokens, Path(args.out) / "allocation.png")
-    overlay_report(results, args.seeds[0], Path(args.out))  # the arms on the dashboard every run gets
+            summary[f"diff_{arm}_{metric}"] = paired(summary["arms"][arm][metric], summary["arms"][base][metric])
+        summary[f"to_target_{arm}"] = time_to_target([results[(base, s)] for s in seeds],
+                                                     [results[(arm, s)] for s in seeds], key, args.target_frac)
+    _plot(results, by_tokens, Path(args.out) / "allocation.png", args.arms)
+    overlay_report({k: v for k, v in results.items() if k[1] == seeds[0]}, seeds[0], Path(args.out))
     return summary
 
 
-def _plot(results: dict, by_tokens: dict, path: Path) -> None:
+def _plot(results: dict, by_tokens: dict, path: Path, arms: list[str]) -> None:
     from rlpost.metrics import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    colours = dict(zip(ARMS, ("tab:blue", "tab:red", "tab:green", "tab:purple")))
+    colours = dict(zip(arms, ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange")))
     for (arm, seed), r in results.items():
         first = seed == min(s for a, s in results if a == arm)
         axes[0].plot([p[0] for p in r["points"]], [p[1]["mean"] for p in r["points"]], color=colours[arm],
@@ -182,40 +204,55 @@ def _plot(results: dict, by_tokens: dict, path: Path) -> None:
     axes[0].set_xlabel("update step")
     axes[1].set_xlabel("generated tokens (pre-pass included)")
     for ax in axes:
-        ax.set_ylabel("held-out accuracy, mean of 5 sources")
+        ax.set_ylabel("held-out accuracy, mean over sources")
         ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def print_curves(c: dict, args: argparse.Namespace) -> None:
+    print(f"\n{c['algorithm']}, seeds {c['seeds']}, {args.steps} steps, {args.prompts} prompts per step; accuracy: "
+          f"{c['metric']}; token budget compared: {c['token_budget']:.0f}")
+    print(f"{'arm':<11} {'AUC steps':>10} {'acc @ budget':>13} {'final':>7} {'tokens':>9}")
+    for arm, a in c["arms"].items():
+        avg = {k: sum(v) / len(v) for k, v in a.items() if isinstance(v, list)}
+        print(f"{arm:<11} {100 * avg['auc_steps']:>9.1f}% {100 * avg['acc_at_budget']:>12.1f}% "
+              f"{100 * avg['final_mean']:>6.1f}% {avg['tokens_total']:>9.0f}")
+    base = args.arms[0]
+    for key, d in c.items():
+        if key.startswith("diff_"):
+            print(f"{key[5:]} vs {base}: {fmt_ci(d)}, per seed {[round(100 * x, 2) for x in d['per_seed']]}")
+        if key.startswith("to_target_"):
+            print(f"time to target, {base} / {key[10:]}: {fmt_ratio(d)}")
+    for m, noise in c["arms"][base]["eval_noise"].items():
+        print(f"eval noise ({m}): standard error of one eval {100 * noise['se_mean']:.2f} points, rms change "
+              f"between successive evals {100 * noise['successive_rms']:.2f} points")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, steps=60)  # --prompts is also the mechanism check's prompt count
+    parser.add_argument("--algorithm", default="grpo", help="algorithm.preset of every arm (grpo, raft_pp, ...)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=["fixed8", "gvm_iter"],
+                        help="the first is the baseline the others are compared with")
     parser.add_argument("--prepass", type=int, default=8, help="mechanism: pre-pass samples per prompt")
     parser.add_argument("--samples-per-prompt", type=int, default=8, help="mechanism: budget per prompt")
     parser.add_argument("--repeats", type=int, default=40, help="mechanism: draws of each estimator")
     parser.add_argument("--max-new-tokens", type=int, default=4)
     parser.add_argument("--mechanism-only", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "runs" / "bench_allocation"))
+    parser.add_argument("--skip-mechanism", action="store_true")
+    parser.add_argument("--out", default=None, help="default: runs/bench_allocation[_<algorithm>]")
     parser.add_argument("override", nargs="*", help="extra key=value recipe overrides for every arm")
     args = parser.parse_args()
+    args.out = args.out or str(Path(__file__).resolve().parents[1] / "runs" / (
+        "bench_allocation" + ("" if args.algorithm == "grpo" else f"_{args.algorithm}")))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    summary = {"mechanism": mechanism(args), "settings": vars(args)}
+    summary: dict = {"settings": vars(args)}
+    if not args.skip_mechanism and not args.summarise_only:
+        summary["mechanism"] = mechanism(args)
     if not args.mechanism_only:
         summary["curves"] = curves(args)
-        c = summary["curves"]
-        print(f"\nseeds {args.seeds}, {args.steps} steps, {args.prompts} prompts per step; token budget compared: "
-              f"{c['token_budget']:.0f}")
-        print(f"{'arm':<11} {'AUC steps':>10} {'acc @ budget':>13} {'final':>7} {'tokens':>9}")
-        for arm, a in c["arms"].items():
-            avg = {k: sum(v) / len(v) for k, v in a.items()}
-            print(f"{arm:<11} {100 * avg['auc_steps']:>9.1f}% {100 * avg['acc_at_budget']:>12.1f}% "
-                  f"{100 * avg['final_mean']:>6.1f}% {avg['tokens_total']:>9.0f}")
-        for key, d in c.items():
-            if key.startswith("diff_"):
-                print(f"{key[5:]} vs fixed8: {100 * d['mean']:+.2f} points, 95% bootstrap CI "
-                      f"[{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}], per seed "
-                      f"{[round(100 * x, 2) for x in d['per_seed']]}")
+        print_curves(summary["curves"], args)
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[bench] {Path(args.out) / 'summary.json'}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_curriculum import add_run_arguments, auc, overlay_report, run_arm  # noqa: E402
+from _paired import add_run_arguments, auc, complete_seeds, overlay_report, run_all  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    runs = {(arm, seed): run_arm(arm, seed, args, [f"rollout.mode={arm}"]) for seed in args.seeds for arm in args.arms}
+    runs = run_all({arm: [f"rollout.mode={arm}"] for arm in args.arms}, args)
+    args.seeds = complete_seeds(runs, args.arms, args.seeds)
+    runs = {(a, s): r for (a, s), r in runs.items() if s in args.seeds}
     table = {key: arm_summary(result) for key, result in runs.items()}
     overlay_report(runs, args.seeds[0], Path(args.out))  # the arms of the first seed on one dashboard
     print(f"\nseeds {args.seeds}, {args.steps} steps of {args.prompts} prompts; held-out greedy mean accuracy")

@@ -21,7 +21,7 @@ from rlpost.app.prepare import Setup, prepare
 from rlpost.config import RootConfig
 from rlpost.loop import Trainer, probe_diff
 from rlpost.metrics import MetricsLog, accuracy_table, plot_run
-from rlpost.prepass import rif_filter
+from rlpost.prepass import accuracy_only, rif_filter
 from rlpost.recipes import to_yaml
 from rlpost.rollouts import Rollouts, run_columns
 from rlpost.sampling import make_sampler
@@ -100,7 +100,7 @@ def train(config: RootConfig) -> RunResult:
         finally:
             run.trainer.pipeline.close()  # a batch collected ahead past a stop is dropped (a checkpoint has its own)
         if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
-            return RunResult(run_dir, run.before, {}, steps, seconds, stopped_by_signal=True)
+            return RunResult(run_dir, accuracy_only(run.before), {}, steps, seconds, stopped_by_signal=True)
         after = _finish(config, run, cluster.learner, setup.eval, run_dir)
     finally:
         log.close()
@@ -110,7 +110,7 @@ def train(config: RootConfig) -> RunResult:
     png, _ = report([run_dir])
     print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}; dashboard: {png} "
           f"(rlpost report RUN_DIR [RUN_DIR ...] compares runs)", flush=True)
-    return RunResult(run_dir, run.before, after, steps, seconds)
+    return RunResult(run_dir, accuracy_only(run.before), after, steps, seconds)
 
 
 @dataclass
@@ -186,8 +186,11 @@ def _first_step(config: RootConfig, cluster: Cluster, setup: Setup, log: Metrics
     sampler = make_sampler(config.sampler, prompts, config.algorithm.prompts_per_step, config.run.seed)
     trainer = Trainer(config, workers, sampler, rollouts=rollouts, probe_sequences=probe)
     log.log(0, first)
-    before = trainer.evaluate(setup.eval) if setup.eval else {}
-    _print_eval("before training", before)
+    before: dict[str, float] = {}
+    if setup.eval:  # with a curve (run.eval_every), its step 0 is both evals, as every later point
+        before = ({k[5:]: v for k, v in trainer.held_out(setup.eval).items()} if config.run.eval_every
+                  else trainer.evaluate(setup.eval))
+    _print_eval("before training", accuracy_only(before))
     return Started(trainer, prompts, before)
 
 
@@ -219,11 +222,13 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
 def _finish(config: RootConfig, run: Started, learner: LearnerGroup, evaluation: list[Prompt],
             run_dir: Path) -> dict[str, float]:
     """The eval after training, eval.json, the before/after table and the final Hugging Face checkpoint."""
-    after = run.trainer.evaluate(evaluation) if evaluation else {}
+    after = accuracy_only(run.trainer.evaluate(evaluation)) if evaluation else {}
     _print_eval("after training", after)
-    (run_dir / "eval.json").write_text(json.dumps({"before": run.before, "after": after}, indent=2))
-    if run.before:
-        print("\nheld-out greedy accuracy\n" + accuracy_table(run.before, after), flush=True)
+    before = accuracy_only(run.before)
+    (run_dir / "eval.json").write_text(json.dumps({"before": before, "after": after, "before_all": run.before},
+                                                  indent=2))
+    if before:
+        print("\nheld-out greedy accuracy\n" + accuracy_table(before, after), flush=True)
     if config.run.save_final:
         final = run_dir / "final"
         learner.save_hf(str(final))
@@ -271,8 +276,7 @@ def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prom
     for step in range(first_step + 1, config.run.steps + 1):
         metrics = trainer.step(step)
         if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
-            metrics.update({f"eval/{k}": v for k, v in trainer.evaluate(eval_prompts).items()})
-            metrics.update({f"eval/sampled/{k}": v for k, v in trainer.evaluate(eval_prompts, sampled=True).items()})
+            metrics.update(trainer.held_out(eval_prompts))
         log.log_samples(step, trainer.samples)
         log.log(step, metrics)  # written and flushed: a reader sees the whole step
         injected_fault("driver.step_done")  # resilience tests stop the driver here, so a kill lands after this step
@@ -281,7 +285,8 @@ def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prom
         tqdm.write(_step_line(step, metrics), file=sys.stdout)
         if "eval/mean" in metrics:
             tqdm.write(f"[rlpost] held-out accuracy at step {step}: greedy {100 * metrics['eval/mean']:.1f}%, "
-                       f"sampled {100 * metrics.get('eval/sampled/mean', float('nan')):.1f}%", file=sys.stdout)
+                       f"sampled {100 * metrics.get('eval/sampled/mean', float('nan')):.1f}% "
+                       f"(± {100 * metrics.get('eval/sampled/se/mean', float('nan')):.1f} s.e.)", file=sys.stdout)
         every = config.checkpoint.every
         if (every and step % every == 0) or stop:
             path = save(step)

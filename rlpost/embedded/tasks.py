@@ -4,7 +4,10 @@ A prompt is k digits followed by '=' ("3527=") and the answer is their sum in de
 estimates the sum by attending over the digits, so its answers are near misses whose precision falls as k grows:
 short sums are solved after a short warm start, middle ones partly, long ones rarely — graded difficulty with a
 sampling distribution that RL can sharpen. Train and held-out splits come from one seed and never share a prompt.
-Leaves out: knights-and-knaves puzzles and scratchpad traces (curriculum experiments will add sources).
+`data.embedded_sources` picks the distributions: the default five (one easy, three graded, one unreachable) or
+GRADED, twelve, for curriculum experiments: sum2-sum4 solved within a few steps, sum5-sum10 graded, sum12 rarely
+solved (pass@8 15% from the base model) and sum14 / sum16 unreachable (pass@8 under 2%).
+Leaves out: knights-and-knaves puzzles and scratchpad traces.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from __future__ import annotations
 import random
 
 SOURCES: tuple[str, ...] = ("sum3", "sum5", "sum7", "sum9", "sum13")
+GRADED: tuple[str, ...] = ("sum2", "sum3", "sum4", "sum5", "sum6", "sum7", "sum8", "sum9", "sum10", "sum12", "sum14",
+                           "sum16")
+MAX_DIGITS = 18  # prompts stay within data.max_prompt_tokens' default (48) and answers within 3 digits
 
 
 def length(source: str) -> int:
     """Number of digits of a source name such as 'sum6'."""
-    if not source.startswith("sum") or not source[3:].isdigit() or int(source[3:]) < 1:
-        raise ValueError(f"unknown embedded data_source {source!r}; known: {', '.join(SOURCES)}")
+    if not source.startswith("sum") or not source[3:].isdigit() or not 1 <= int(source[3:]) <= MAX_DIGITS:
+        raise ValueError(f"unknown embedded data_source {source!r}: sources are 'sumK' with K from 1 to "
+                         f"{MAX_DIGITS} digits, e.g. {', '.join(SOURCES)}")
     return int(source[3:])
 
 
