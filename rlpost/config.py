@@ -117,8 +117,8 @@ class DataConfig:
                                  range=f"[1, {MAX_TOKENS}]")
     seed: int = doc("seed of the embedded generator and of prompt shuffling", 0, range=f"[0, {MAX_SEED}]")
     embedded_sources: list[str] = doc("embedded suite: its distributions, 'sumK' = sums of K digits (K 1-18); the "
-                                      "default five are the quickstart's, 'graded' in the README lists a harder "
-                                      "12-source suite for curriculum experiments",
+                                      "default five are the quickstart's; recipes/dump_graded.yaml lists a "
+                                      "harder, graded suite of twelve for curriculum experiments",
                                       factory=lambda: list(DEFAULT_EMBEDDED_SOURCES))
 
 

@@ -44,10 +44,11 @@ from _paired import (  # noqa: E402
     time_to_target,
 )
 
+from rlpost.embedded.tasks import GRADED, SOURCES  # noqa: E402
+
 ARMS = ("uniform", "dump")
-GRADED = ("sum2", "sum3", "sum4", "sum5", "sum6", "sum7", "sum8", "sum9", "sum10", "sum12", "sum14", "sum16")
 SUITES = {  # sources, frontier (neither solved nor out of reach from the base model), the two ends, overrides
-    "default": {"sources": ("sum3", "sum5", "sum7", "sum9", "sum13"), "frontier": ("sum5", "sum7", "sum9"),
+    "default": {"sources": SOURCES, "frontier": ("sum5", "sum7", "sum9"),
                 "ends": ("sum3", "sum13"), "overrides": []},
     "graded": {"sources": GRADED, "frontier": ("sum5", "sum6", "sum7", "sum8", "sum9", "sum10"),
                "ends": ("sum2", "sum3", "sum14", "sum16"),

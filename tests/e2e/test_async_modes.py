@@ -18,7 +18,8 @@ from tests.e2e.conftest import run_cli
 from tests.e2e.test_resume import _metrics, _timing
 
 ARGS = ["quickstart", "run.steps=3", "data.n_eval_per_source=8", "algorithm.prompts_per_step=8",
-        "run.progress_bar=false", "run.name=modes", "run.eval_every=2", "run.log_samples_every=2"]
+        "run.progress_bar=false", "run.name=modes", "run.eval_every=2", "run.log_samples_every=2",
+        "run.eval_samples=3", "data.embedded_sources=[sum3,sum5,sum9]"]
 MODES = {"sync": ["rollout.mode=sync"], "async0": ["rollout.mode=async", "rollout.max_staleness=0"]}
 
 
@@ -41,8 +42,14 @@ def test_async_with_staleness_zero_logs_exactly_the_sync_run(two_runs):
                 == {k: v for k, v in async0[step].items() if not _timing(k)}), step
     assert all(sync[step]["rollout/staleness_max"] == 0 for step in (1, 2, 3))
     assert "eval/mean" in sync[2] and "eval/sampled/mean" in sync[2]  # run.eval_every: greedy and sampled
+    assert {k[5:] for k in sync[2] if k.startswith("eval/") and k.count("/") == 1} == {"sum3", "sum5", "sum9", "mean"}
+    for source in ("sum3", "sum5", "sum9"):  # mean@3 over 8 prompts: a multiple of 1/24
+        assert sync[2][f"eval/sampled/{source}"] * 24 == pytest.approx(round(sync[2][f"eval/sampled/{source}"] * 24))
+    assert 0 < sync[2]["eval/sampled/se/mean"] < 0.5 and 0 <= sync[2]["eval/se/mean"] < 0.5
     evals = [json.loads((two_runs[name] / "eval.json").read_text()) for name in MODES]
     assert evals[0] == evals[1]
+    assert set(evals[0]["before"]) == {"sum3", "sum5", "sum9", "mean"}  # greedy, as before
+    assert {"sampled/mean", "se/mean", "sampled/se/mean"} <= set(evals[0]["before_all"])  # step 0 of the curve
     samples = [(two_runs[name] / "samples.jsonl").read_text() for name in MODES]
     assert samples[0] == samples[1] and json.loads(samples[0].splitlines()[0])["step"] == 2
 

@@ -57,3 +57,24 @@ def test_tiny_build_is_cached_and_reproducible(tmp_path):
     again = ensure_base_model(tmp_path / "n", settings, log=lambda *_: None)
     assert (again / "model.safetensors").read_bytes() == (path / "model.safetensors").read_bytes()
     assert json.loads((path / "config.json").read_text())["head_dim"] == 64
+
+
+def test_graded_suite_spans_solved_to_unreachable_lengths():
+    from rlpost.embedded.tasks import GRADED, MAX_DIGITS
+
+    suite = make_suite(30, 10, seed=0, sources=GRADED)
+    assert {r["data_source"] for r in suite["test"]} == set(GRADED) and len(GRADED) == 12
+    assert max(len(r["prompt"]) for r in suite["train"]) == 17  # sum16 + '='
+    assert length(f"sum{MAX_DIGITS}") == MAX_DIGITS
+    for bad in ("sum0", f"sum{MAX_DIGITS + 1}", "sum", "sumx"):
+        with pytest.raises(ValueError, match="sumK"):
+            length(bad)
+
+
+def test_the_graded_recipe_is_the_graded_suite():
+    from rlpost.embedded.tasks import GRADED
+    from rlpost.recipes import load_config
+
+    config = load_config("dump_graded")
+    assert tuple(config.data.embedded_sources) == GRADED and config.sampler.kind == "dump"
+    assert config.run.eval_samples == 4 and tuple(load_config("quickstart").data.embedded_sources) == SOURCES

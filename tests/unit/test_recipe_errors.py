@@ -61,6 +61,11 @@ def _refused(overrides: list[str]) -> str:
     ("sampler.mixture_weights.sum5=nan", "'sampler.mixture_weights' has nan at 'sum5'"),
     ("resources.rollout_custom.node=-1", "'resources.rollout_custom' has -1.0 at 'node'"),
     ("allocator.prior_a=0", "'allocator.prior_a' is 0.0"),
+    ("data.embedded_sources=[sum3,sum19]", "'data.embedded_sources': unknown embedded data_source 'sum19'"),
+    ("data.embedded_sources=[sum3,add4]", "unknown embedded data_source 'add4': sources are 'sumK'"),
+    ("data.embedded_sources=[]", "'data.embedded_sources' is empty"),
+    ("data.embedded_sources=[sum3,sum5,sum3]", "'data.embedded_sources' lists ['sum3'] more than once"),
+    ("run.eval_samples=0", "'run.eval_samples' is 0"),
 ])
 def test_out_of_range_overrides_name_the_key_and_the_command_line(override, fragment):
     message = _refused([override])
