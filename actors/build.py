@@ -265,6 +265,10 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
         learner=LearnerClient(learners, timeout),
         reward=RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward), reward_worker),
         weight_sync=sync)
+    if config.memory.exploit_weight or config.memory.explore_weight:
+        from actors.memory import start_memory
+
+        workers.memory = start_memory(config.memory, timeout)
     return Cluster(workers, rollouts, learners, placements, transport)
 
 

@@ -13,16 +13,26 @@ import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from rlpost.allocators import allocation_metrics
 from rlpost.config import RootConfig
+from rlpost.episodic import extract
 from rlpost.metrics import PhaseTimer
 from rlpost.partial import PartialBuffer, generate_partial
 from rlpost.records import decode_group, encode_group
 from rlpost.rollouts import PREPASS_ROUND, Rollouts, run_columns, step_budget
 from rlpost.shaping import informative_group, overlong_penalty
-from rlpost.types import Allocator, GenerationRequest, Group, LearnerGroup, Prompt, PromptSampler, PromptStats
+from rlpost.types import (
+    Allocator,
+    EpisodicMemory,
+    GenerationRequest,
+    Group,
+    LearnerGroup,
+    Prompt,
+    PromptSampler,
+    PromptStats,
+)
 
 
 class DynamicSamplingExhausted(RuntimeError):
@@ -53,9 +63,9 @@ class Collector:
     penalty) the learner group."""
 
     def __init__(self, config: RootConfig, rollouts: Rollouts, learner: LearnerGroup, sampler: PromptSampler,
-                 allocator: Allocator) -> None:
+                 allocator: Allocator, memory: EpisodicMemory | None = None) -> None:
         self.config, self.rollouts, self.learner = config, rollouts, learner
-        self.sampler, self.allocator = sampler, allocator
+        self.sampler, self.allocator, self.memory = sampler, allocator, memory
         cfg = config.rollout
         self.partial = PartialBuffer(cfg.partial_max_tokens, cfg.stop_on_repeat) if cfg.partial_max_tokens else None
         # GVM's iteration schedule: each planned step's prompts and n_i, from one pre-pass over the iteration
@@ -101,6 +111,8 @@ class Collector:
                 if id(group) in joined:
                     group.samples = [*joined[id(group)].samples, *group.samples]
             self.shape_rewards(groups)
+            if self.memory is not None:
+                batch.metrics.update(self.memory_rewards(groups))
         if self.allocator.learns_from_rollouts:
             with timer.phase("allocate"):
                 stats = self.acceptance_stats(groups)
@@ -221,6 +233,20 @@ class Collector:
             stats.append(PromptStats(len(acc) / max(1, len(group.samples)),
                                      sum(values) / len(values) if values else 0.0))
         return stats
+
+    def memory_rewards(self, groups: list[Group]) -> dict[str, float]:
+        """Memory-R+'s exploit and explore terms (weighted, kept as components), from the memory actor called once
+        with every sample in order; returns the memories' sizes."""
+        cfg, memory = self.config.memory, cast(EpisodicMemory, self.memory)
+        pairs = [(g.prompt, s) for g in groups for s in g.samples]
+        scores = memory.score([p.text for p, _ in pairs], [extract(s.text, cfg.extract) for _, s in pairs],
+                              [bool(s.accuracy >= cfg.threshold) for _, s in pairs]) if pairs else []
+        for (_, s), (exploit, explore) in zip(pairs, scores, strict=True):
+            s.reward_components["memory_exploit"] = cfg.exploit_weight * exploit
+            s.reward_components["memory_explore"] = cfg.explore_weight * explore
+            s.reward += cfg.exploit_weight * exploit + cfg.explore_weight * explore
+        exploit_keys, explore_keys = memory.sizes()
+        return {"memory/exploit_keys": float(exploit_keys), "memory/explore_keys": float(explore_keys)}
 
     def shape_rewards(self, groups: list[Group]) -> None:
         """Driver-side reward terms: DAPO overlong shaping and the KL penalty (kl_in_reward), kept as components."""

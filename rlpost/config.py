@@ -30,6 +30,7 @@ from rlpost.choices import (
     GradNorm,
     KlEstimator,
     LossAggregation,
+    MemoryExtract,
     OnGenRoundsExhausted,
     PartialLoss,
     PlacementStrategy,
@@ -81,7 +82,8 @@ def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = doc("Hugging Face model id or local directory; 'embedded' builds (once) the tiny character-level "
-                    "base model into .cache/base_model", "embedded")
+                    "base model into .cache/base_model, 'embedded_trace' the reasoning-trace task's into "
+                    ".cache/base_model_trace", "embedded")
     dtype: Dtype = doc("parameter dtype in vLLM and the learner: float32 or bfloat16 (never float16 on CPU)",
                        "float32")
     trust_remote_code: bool = doc("passed to transformers and vLLM when loading the model", False)
@@ -116,7 +118,9 @@ class DataConfig:
     max_prompt_tokens: int = doc("prompts longer than this are reported as an error, never silently cut", 48,
                                  range=f"[1, {MAX_TOKENS}]")
     seed: int = doc("seed of the embedded generator and of prompt shuffling", 0, range=f"[0, {MAX_SEED}]")
-    embedded_sources: list[str] = doc("embedded suite: its distributions, 'sumK' = sums of K digits (K 1-18); the "
+    embedded_sources: list[str] = doc("embedded suite: its distributions, 'sumK' = sums of K digits (K 1-18), or "
+                                      "'traceK' = the same sums answered after a trace of partial sums (K 1-8, "
+                                      "model.path embedded_trace, reward trace_answer); the "
                                       "default five are the quickstart's; recipes/dump_graded.yaml lists a "
                                       "harder, graded suite of twelve for curriculum experiments",
                                       factory=lambda: list(DEFAULT_EMBEDDED_SOURCES))
@@ -357,6 +361,29 @@ class AllocatorConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    exploit_weight: float = doc("Memory-R+ exploit reward weight: 1 - (normalised distance of a completion's "
+                                "reasoning to the successful reasoning stored for the nearest questions); 0 = off",
+                                0.0, range="[0, inf)")
+    explore_weight: float = doc("Memory-R+ explore reward weight: normalised novelty against the failed reasoning "
+                                "stored for the nearest questions; 0 = off", 0.0, range="[0, inf)")
+    k: int = doc("nearest questions whose stored reasoning a completion is compared with", 1,
+                 range=f"[1, {MAX_COUNT}]")
+    max_keys: int = doc("questions each memory keeps (oldest dropped first)", 10_000, range=f"[1, {MAX_COUNT}]")
+    max_values: int = doc("reasoning texts kept per question (oldest dropped first)", 100, range=f"[1, {MAX_COUNT}]")
+    history: int = doc("raw scores the min-max normalisation looks back over", 100, range=f"[1, {MAX_COUNT}]")
+    explore_phase: int = doc("the explore reward is 0 until the failure memory holds this many questions", 500,
+                             range=f"[0, {MAX_COUNT}]")
+    embedder: str = doc("'hashed' (character n-grams, offline; 'hashed:<dim>') or a sentence-transformers model "
+                        "name (the paper's: sentence-transformers/all-MiniLM-L6-v2)", "hashed")
+    extract: MemoryExtract = doc("the reasoning stored and compared: 'trace' (text before the last '#'), 'tag' "
+                                 "(inside <reasoning>...</reasoning> or <think>...</think>), 'all' (the completion)",
+                                 "trace")
+    threshold: float = doc("a completion is right (exploit memory) when its accuracy, the first reward function's "
+                           "value, is at least this; else wrong (explore memory)", 0.5, range="(-inf, inf)")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
     output_dir: str = doc("parent directory of run directories", "runs")
@@ -409,6 +436,7 @@ class RootConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)

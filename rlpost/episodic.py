@@ -21,6 +21,7 @@ call by the batch's first question, a quirk when a call holds several questions)
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -60,7 +61,7 @@ class SentenceEmbedder:
     """A sentence-transformers model by name (downloaded or cached by that library)."""
 
     def __init__(self, name: str) -> None:
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]  # optional
 
         self.model = SentenceTransformer(name, device="cpu")
 
@@ -94,7 +95,7 @@ def nearest(keys: np.ndarray, query: np.ndarray, k: int, use_faiss: bool | None 
 
 def _faiss() -> Any:
     try:
-        import faiss
+        import faiss  # type: ignore[import-not-found]  # optional
     except ImportError:
         return None
     return faiss
@@ -138,7 +139,7 @@ class EpisodicMemory:
         self.key_vectors = list(embed(self.keys)) if self.keys else []
         self.values = []
         for texts in state["values"]:
-            vectors = embed(list(texts)) if texts else []
+            vectors: list[np.ndarray] = list(embed(list(texts))) if texts else []
             self.values.append(deque(zip(texts, vectors), maxlen=self.max_values))
 
 
@@ -231,3 +232,20 @@ class MemoryRewards:
         self.explore.load_state_dict(state["explore"], self.embed)
         self.exploit_history.values.extend(state["exploit_history"])
         self.explore_history.values.extend(state["explore_history"])
+
+
+def extract(completion: str, mode: str) -> str:
+    """The reasoning Memory-R+ stores for a completion: 'trace' the text before the last '#' (the whole completion
+    without one), 'tag' the inside of the first <reasoning>...</reasoning> or <think>...</think> (empty without
+    one; the paper's code reads <reasoning>), 'all' the completion."""
+    if mode == "trace":
+        return completion.rsplit("#", 1)[0] if "#" in completion else completion
+    if mode == "tag":
+        for tag in ("reasoning", "think"):
+            found = re.search(rf"<{tag}>(.*?)</{tag}>", completion, re.DOTALL)
+            if found:
+                return found.group(1).strip()
+        return ""
+    if mode == "all":
+        return completion
+    raise ValueError(f"memory.extract: unknown mode {mode!r}; choose trace, tag or all")

@@ -52,7 +52,7 @@ class Trainer:
         self.allocator: Allocator = allocator if allocator is not None else make_allocator(
             config.allocator, config.rollout.samples_per_prompt)
         self.rollouts = rollouts or Rollouts(config, workers.rollout, workers.reward)
-        self.collector = Collector(config, self.rollouts, workers.learner, sampler, self.allocator)
+        self.collector = Collector(config, self.rollouts, workers.learner, sampler, self.allocator, workers.memory)
         self.pipeline = Pipeline(self.collector, rollout_lag(config), config.run.steps)
         self.loss = loss_spec(config)
         self.probe_sequences = probe_sequences or []

@@ -43,14 +43,17 @@ def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sam
              ) -> dict[str, float]:
     """Greedy held-out accuracy (first reward function) per data_source, and their unweighted mean; `sampled`: the
     mean over `k` completions per prompt sampled like a training rollout (temperature, top_p, cap; seeds of their
-    own). A completion left without a reward is left out of the mean; `se/mean` is the mean's standard error."""
+    own). A completion left without a reward is left out of the mean; `se/mean` is the mean's standard error and
+    `len/mean` the completions' mean length in tokens."""
     requests = (rollouts.requests(prompts, EVAL_STEP, k, round_=1) if sampled
                 else rollouts.requests(prompts, EVAL_STEP, 1, greedy=True))
     groups = rollouts.generate(prompts, requests)
     by_source: dict[str, list[float]] = defaultdict(list)
+    lengths: list[float] = []
     for group in rollouts.score(groups, run, "evaluation"):
         by_source[group.prompt.data_source].append(mean([s.accuracy for s in group.samples]))
-    return accuracy_with_error(by_source)
+        lengths += [float(len(s.token_ids)) for s in group.samples]
+    return {**accuracy_with_error(by_source), "len/mean": mean(lengths)}
 
 
 def accuracy_with_error(by_source: dict[str, list[float]]) -> dict[str, float]:

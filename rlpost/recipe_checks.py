@@ -69,7 +69,7 @@ def check_values(config: RootConfig, origin: str) -> None:
     if owned:
         raise RecipeError(f"{origin}: key 'learner.deepspeed' sets {owned}, which rlpost derives (use "
                           "learner.micro_batch_size and algorithm.updates_per_batch)")
-    _check_embedded_sources(config.data.embedded_sources, origin)
+    _check_embedded_sources(config, origin)
     if config.data.source != "embedded" and not config.data.path:
         raise RecipeError(f"{origin}: key 'data.path' is required when data.source is {config.data.source!r} "
                           "(a jsonl/parquet file, may contain '{split}', or a Hugging Face dataset id)")
@@ -158,20 +158,31 @@ def check_against_data(config: RootConfig, train: Sequence[Prompt], evaluation: 
             "rollout.samples_per_prompt for more completions per prompt" for name, size in pools if steps > size]
 
 
-def _check_embedded_sources(sources: list[str], origin: str) -> None:
-    """Known 'sumK' names, at least one, none twice."""
-    from rlpost.embedded.tasks import length
+def _check_embedded_sources(config: RootConfig, origin: str) -> None:
+    """Known 'sumK' / 'traceK' names, at least one, none twice, one family, and the embedded model that knows it."""
+    from rlpost.embedded.tasks import digits
 
+    sources = config.data.embedded_sources
     if not sources:
         raise RecipeError(f"{origin}: key 'data.embedded_sources' is empty; list at least one source, e.g. [sum3]")
     for name in sources:
         try:
-            length(str(name))
+            digits(str(name))
         except ValueError as err:
             raise RecipeError(f"{origin}: key 'data.embedded_sources': {err}") from None
     twice = sorted({s for s in sources if sources.count(s) > 1})
     if twice:
         raise RecipeError(f"{origin}: key 'data.embedded_sources' lists {twice} more than once")
+    traces = [s for s in sources if s.startswith("trace")]
+    if traces and len(traces) < len(sources):
+        raise RecipeError(f"{origin}: key 'data.embedded_sources' mixes 'sumK' and 'traceK' sources; a run uses "
+                          "one family (their base models differ)")
+    if config.data.source != "embedded":
+        return
+    wanted = "embedded_trace" if traces else "embedded"
+    if config.model.path in ("embedded", "embedded_trace") and config.model.path != wanted:
+        raise RecipeError(f"{origin}: key 'model.path' is {config.model.path!r} but data.embedded_sources are "
+                          f"{'trace' if traces else 'digit-sum'} sources; use model.path={wanted}")
 
 
 def _check_reward(reward: RewardConfig, origin: str) -> None:

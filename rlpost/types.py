@@ -329,6 +329,19 @@ class WeightSync(Protocol):
     def rejoin(self, slot: int) -> dict[str, float]: ...
 
 
+class EpisodicMemory(Protocol):
+    """Memory-R+'s memories (actors/memory.py): one stateful actor, called in sample order, so its insertions are
+    deterministic; `score` inserts then scores each completion, giving (exploit, explore) per completion."""
+
+    def score(self, questions: list[str], reasonings: list[str], correct: list[bool]) -> list[tuple[float, float]]: ...
+
+    def sizes(self) -> tuple[int, int]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class Workers:
     """Everything the driver's loop calls, built by actors/build.py (or by hand, with stand-ins, in unit tests)."""
@@ -337,3 +350,4 @@ class Workers:
     learner: LearnerGroup
     reward: RewardPool
     weight_sync: WeightSync
+    memory: EpisodicMemory | None = None  # Memory-R+ (memory.exploit_weight or explore_weight)

@@ -1,6 +1,7 @@
 """Paired-seed benchmark machinery shared by bench_curriculum.py, bench_allocation.py and bench_async.py.
 
-Each (arm, seed) is a real `rlpost train quickstart` run through the CLI. Its result (per-step records and held-out
+Each (arm, seed) is a real `rlpost train <recipe>` run through the CLI (quickstart unless the bench sets
+`args.recipe`). Its result (per-step records and held-out
 eval points) is written to `<out>/results/<arm>-s<seed>.json` atomically when the run ends, so a benchmark is
 resumable (a rerun with the same --out skips finished runs) and parallel-safe (two invocations with different or
 overlapping --seeds share --out: a run is claimed by an exclusive lock file, a stale lock of a dead process is
@@ -65,26 +66,27 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, arm_overrides: list[s
     results = Path(args.out) / "results"
     results.mkdir(parents=True, exist_ok=True)
     overrides = run_overrides(arm_overrides, seed, args, name)
+    recipe = getattr(args, "recipe", "quickstart")
     done = results / f"{name}.json"
     if done.is_file():
-        return _load_result(done, overrides)
+        return _load_result(done, overrides, recipe)
     if args.summarise_only or not _claim(results / f"{name}.lock"):
         return None
     try:
-        result = _train(name, overrides)
+        result = _train(name, overrides, recipe)
         tmp = done.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"overrides": overrides, **result}))
+        tmp.write_text(json.dumps({"overrides": overrides, "recipe": recipe, **result}))
         os.replace(tmp, done)  # a result file is whole or absent
         return result
     finally:
         (results / f"{name}.lock").unlink(missing_ok=True)
 
 
-def _load_result(path: Path, overrides: list[str]) -> dict:
+def _load_result(path: Path, overrides: list[str], recipe: str) -> dict:
     result = json.loads(path.read_text())
-    if result["overrides"] != overrides:
-        raise SystemExit(f"bench: {path} was made with other settings ({result['overrides']}); use another --out "
-                         "or the same settings")
+    if result["overrides"] != overrides or result.get("recipe", "quickstart") != recipe:
+        raise SystemExit(f"bench: {path} was made with other settings ({result.get('recipe', 'quickstart')} "
+                         f"{result['overrides']}); use another --out or the same settings")
     print(f"[bench] {path.stem}: finished earlier, reused", flush=True)
     return result
 
@@ -111,10 +113,10 @@ def _claim(lock: Path) -> bool:
     return False
 
 
-def _train(name: str, overrides: list[str]) -> dict:
+def _train(name: str, overrides: list[str], recipe: str = "quickstart") -> dict:
     out_dir = Path(next(o for o in overrides if o.startswith("run.output_dir=")).split("=", 1)[1])
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rlpost.app.cli", "train", "quickstart", *overrides],
+    proc = subprocess.run([sys.executable, "-m", "rlpost.app.cli", "train", recipe, *overrides],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])

@@ -17,13 +17,28 @@ from rlpost.types import Prompt
 
 
 def resolve_model_path(config: RootConfig) -> str:
-    """'embedded' builds (or reuses) the tiny base model in the cache; anything else is passed through."""
-    if config.model.path != "embedded":
+    """'embedded' builds (or reuses) the tiny base model in the cache, 'embedded_trace' the trace task's; anything
+    else is passed through."""
+    if config.model.path not in ("embedded", "embedded_trace"):
         return config.model.path
     from actors.runtime import cache_dir
-    from rlpost.embedded.model import ensure_base_model
+    from rlpost.embedded.model import ensure_base_model, trace_settings
 
+    if config.model.path == "embedded_trace":
+        return str(ensure_base_model(cache_dir() / "base_model_trace", trace_settings()))
     return str(ensure_base_model(cache_dir() / "base_model"))
+
+
+def check_memory_embedder(config: RootConfig) -> None:
+    """Memory-R+ with a sentence-transformers embedder needs that package, said before any actor starts."""
+    memory = config.memory
+    if not (memory.exploit_weight or memory.explore_weight) or memory.embedder.split(":")[0] == "hashed":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise RecipeError(f"key 'memory.embedder' is {memory.embedder!r}, a sentence-transformers model, but that "
+                          "package is not installed (pip install sentence-transformers), or use 'hashed'")
 
 
 @dataclass
@@ -46,6 +61,7 @@ def prepare(config: RootConfig) -> Setup:
     from rlpost.trackers import check_loggers
 
     check_loggers(config.run.loggers)  # a tracker that cannot run fails before the model is built
+    check_memory_embedder(config)
     model_path = resolve_model_path(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)

@@ -129,7 +129,8 @@ class Started:
                 "prompt_uids": [p.uid for p in self.prompts], "before": self.before,
                 "policy_version": self.trainer.version, "pending": self.trainer.pipeline.state_dict(),
                 "partial": partial.state_dict() if (partial := self.trainer.collector.partial) else [],
-                "plan": self.trainer.collector.plan_state()}
+                "plan": self.trainer.collector.plan_state(),
+                "memory": memory.state_dict() if (memory := self.trainer.collector.memory) else {}}
 
 
 def _run_dir(config: RootConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -216,6 +217,8 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
     if trainer.collector.partial is not None:
         trainer.collector.partial.load_state_dict(state.get("partial", []), by_uid)
     trainer.collector.load_plan(state.get("plan", []), by_uid)
+    if trainer.collector.memory is not None and state.get("memory"):
+        trainer.collector.memory.load_state_dict(state["memory"])
     return Started(trainer, kept, state["before"])
 
 

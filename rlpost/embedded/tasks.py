@@ -28,6 +28,15 @@ def length(source: str) -> int:
     return int(source[3:])
 
 
+def digits(source: str) -> int:
+    """Digit count of any embedded source: 'sumK' (answer only) or 'traceK' (a trace, rlpost/embedded/traces.py)."""
+    if source.startswith("trace"):
+        from rlpost.embedded.traces import trace_length
+
+        return trace_length(source)
+    return length(source)
+
+
 def make_row(digits: tuple[int, ...]) -> dict[str, str]:
     """One problem: the prompt, the reference answer and its data_source."""
     return {"prompt": "".join(map(str, digits)) + "=", "answer": str(sum(digits)),
@@ -50,15 +59,19 @@ def make_rows(source: str, n: int, seed: int, exclude: set[str] | None = None) -
 
 def make_suite(n_train: int, n_test: int, seed: int = 0,
                sources: tuple[str, ...] = SOURCES) -> dict[str, list[dict[str, str]]]:
-    """Disjoint train and test splits with up to n_train / n_test problems per source (test drawn first).
+    """Disjoint train and test splits with up to n_train / n_test problems per source (test drawn first); sources
+    may be 'sumK' or 'traceK' (whose rows carry the full trace in a 'trace' column).
 
     A source with few distinct problems (sum2 has 100) keeps at most a quarter of them for test.
     """
+    from rlpost.embedded.traces import make_trace_rows
+
     suite: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
     for source in sources:
-        test = make_rows(source, min(n_test, 10 ** length(source) // 4), seed + 1)
+        rows = make_trace_rows if source.startswith("trace") else make_rows
+        test = rows(source, min(n_test, 10 ** digits(source) // 4), seed + 1)
         suite["test"] += test
-        suite["train"] += make_rows(source, n_train, seed, exclude={row["prompt"] for row in test})
+        suite["train"] += rows(source, n_train, seed, exclude={row["prompt"] for row in test})
     return suite
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIALS = [PAD, BOS, EOS]
-ALPHABET = "0123456789+-*=?:;,. abcdefghijklmnopqrstuvwxyzTF()[]"
+ALPHABET = "0123456789+-*=?:;,. abcdefghijklmnopqrstuvwxyzTF()[]#"  # new characters go last: ids stay
 VOCAB_SIZE = 64  # padded past len(SPECIALS) + len(ALPHABET) so embedding rows stay aligned
 
 

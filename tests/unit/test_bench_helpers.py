@@ -107,13 +107,16 @@ def test_finished_runs_are_reused_and_other_settings_refused(tmp_path, monkeypat
     import _paired
 
     trained = []
-    monkeypatch.setattr(_paired, "_train", lambda name, overrides: trained.append(name) or {"points": [], "n": 1})
+    monkeypatch.setattr(_paired, "_train", lambda name, overrides, recipe: trained.append(name) or {"points": [],
+                                                                                                     "n": 1})
     args = _args(tmp_path)
     assert run_arm("a", 0, args, ["x=1"])["n"] == 1 and trained == ["a-s0"]
     assert run_arm("a", 0, args, ["x=1"])["n"] == 1 and trained == ["a-s0"]  # resumed: not trained again
     assert not list((tmp_path / "results").glob("*.lock")) and not list((tmp_path / "results").glob("*.tmp-*"))
     with pytest.raises(SystemExit, match="other settings"):
         run_arm("a", 0, _args(tmp_path, steps=8), ["x=1"])
+    with pytest.raises(SystemExit, match="other settings"):
+        run_arm("a", 0, _args(tmp_path, recipe="trace"), ["x=1"])
     assert run_arm("b", 0, _args(tmp_path, summarise_only=True), []) is None and trained == ["a-s0"]
     assert "run.eval_samples=2" in run_overrides([], 0, args, "a-s0")
 
@@ -121,7 +124,7 @@ def test_finished_runs_are_reused_and_other_settings_refused(tmp_path, monkeypat
 def test_a_live_lock_is_left_to_its_process_and_a_stale_one_taken_over(tmp_path, monkeypatch):
     import _paired
 
-    monkeypatch.setattr(_paired, "_train", lambda name, overrides: {"points": []})
+    monkeypatch.setattr(_paired, "_train", lambda name, overrides, recipe: {"points": []})
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "a-s0.lock").write_text(str(os.getppid()))  # alive: the test runner's parent
     assert run_arm("a", 0, _args(tmp_path), []) is None

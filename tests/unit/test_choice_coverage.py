@@ -221,6 +221,7 @@ COVERED_ELSEWHERE = {
     "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
     "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
     "AllocatorSchedule": "rlpost/collect.py (by_iteration); tests/unit/test_dynamic_sampling.py runs both",
+    "MemoryExtract": "rlpost/episodic.py extract; tests/unit/test_episodic.py runs each",
     "Logger": "rlpost/trackers.py open_trackers; tests/unit/test_trackers.py runs each (wandb, mlflow offline)",
 }
 

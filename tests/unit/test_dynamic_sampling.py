@@ -255,3 +255,50 @@ def test_train_prepass_joins_each_prompts_prepass_samples_to_its_group(schedule)
             assert rows[True] == [r + 4 * k for r, k in zip(rows[False], kept)]
             assert sum(scored) == sum(m.get("prepass/completions", 0) + m["rollout/completions"] for m in metrics)
     assert rows[False] and all(r > 0 for r in rows[False])
+
+
+class RecordingMemory:
+    """The real memory (actors/memory.py MemoryWorker, in process), recording what the driver asked."""
+
+    def __init__(self, config):
+        from actors.memory import MemoryWorker
+
+        self.worker, self.calls = MemoryWorker(config.memory), []
+
+    def score(self, questions, reasonings, correct):
+        self.calls.append((list(questions), list(reasonings), list(correct)))
+        return self.worker.score(questions, reasonings, correct)
+
+    def sizes(self):
+        return self.worker.sizes()
+
+    def state_dict(self):
+        return self.worker.state_dict()
+
+    def load_state_dict(self, state):
+        self.worker.load_state_dict(state)
+
+
+def test_memory_rewards_add_weighted_terms_in_sample_order_and_are_logged():
+    from rlpost.metrics import PhaseTimer
+
+    overrides = ["memory.exploit_weight=0.5", "memory.explore_weight=2", "memory.explore_phase=1",
+                 "memory.extract=all"]
+    trainer, _ = _trainer(overrides)
+    memory = RecordingMemory(trainer.config)
+    trainer.collector.memory = memory
+    batch = trainer.collector.collect(1, PhaseTimer())
+    pairs = [(g.prompt, s) for g in batch.generated for s in g.samples]
+    (questions, texts, correct), = memory.calls  # one call per round, every sample in order
+    assert questions == [p.text for p, _ in pairs] and texts == [s.text for _, s in pairs]
+    assert correct == [s.reward_components["acc"] == 1.0 for _, s in pairs]
+    for _, s in pairs:
+        terms = s.reward_components["memory_exploit"] + s.reward_components["memory_explore"]
+        assert s.reward == pytest.approx(s.reward_components["acc"] + terms)
+        assert 0 <= s.reward_components["memory_exploit"] <= 0.5 and 0 <= s.reward_components["memory_explore"] <= 2
+    assert any(s.reward_components["memory_explore"] > 0 for _, s in pairs)
+    odd = {p.uid for p, _ in pairs if p.uid % 2}
+    assert batch.metrics["memory/exploit_keys"] == len(odd) and batch.metrics["memory/explore_keys"] == 4
+    metrics = trainer.step(2)
+    assert metrics["reward/memory_explore"] > 0 and "reward/memory_exploit" in metrics
+    assert len(memory.calls) == 2

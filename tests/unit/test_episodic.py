@@ -100,3 +100,17 @@ def test_hashed_ngrams_are_deterministic_unit_vectors_that_keep_similar_traces_c
     assert np.allclose(embed_text(["3+5=8;8+2=10;"])[0], a)
     assert np.linalg.norm(a) == pytest.approx(1.0) and not embed_text([""]).any()
     assert a @ b > a @ c
+
+
+def test_extract_each_mode():
+    from rlpost.choices import MemoryExtract, values_of
+    from rlpost.episodic import extract
+
+    assert extract("3+5=8;#8", "trace") == "3+5=8;" and extract("#8", "trace") == "" and extract("8", "trace") == "8"
+    assert extract("<reasoning> a b </reasoning><answer>3</answer>", "tag") == "a b"
+    assert extract("<think>x</think>3", "tag") == "x" and extract("3", "tag") == ""
+    assert extract("3+5=8;#8", "all") == "3+5=8;#8"
+    assert {mode: extract("<think>a</think>b#c", mode) for mode in values_of(MemoryExtract)} == {
+        "trace": "<think>a</think>b", "tag": "a", "all": "<think>a</think>b#c"}
+    with pytest.raises(ValueError, match="memory.extract"):
+        extract("x", "first")

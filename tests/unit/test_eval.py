@@ -38,8 +38,9 @@ class _Rollouts:
         return [SimpleNamespace(n=n, index=i) for i, _ in enumerate(prompts)]
 
     def generate(self, prompts, requests):
-        return [SimpleNamespace(prompt=p, samples=[SimpleNamespace(accuracy=float((r.index + j) % 2 == 0))
-                                                   for j in range(r.n)]) for p, r in zip(prompts, requests)]
+        return [SimpleNamespace(prompt=p, samples=[SimpleNamespace(accuracy=float((r.index + j) % 2 == 0),
+                                                                   token_ids=[0] * (1 + j)) for j in range(r.n)])
+                for p, r in zip(prompts, requests)]
 
     def score(self, groups, run, where):
         return groups
@@ -57,3 +58,4 @@ def test_sampled_eval_averages_k_completions_per_prompt():
     assert sampled["se/mean"] == pytest.approx(math.sqrt(4 * (1 / 6) ** 2 / 3 / 4))
     greedy = evaluate(rollouts, _prompts(4), {})
     assert rollouts.asked[-1] == (1, True) and greedy["s"] == 0.5
+    assert sampled["len/mean"] == 2.0 and greedy["len/mean"] == 1.0  # lengths 1, 2, 3 per prompt; greedy 1
