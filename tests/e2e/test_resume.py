@@ -31,14 +31,20 @@ def _timing(key: str) -> bool:
             or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops", "rollout/idle_frac"))
 
 
-@pytest.mark.parametrize("mode", ["sync", "one_step_off"])
+MODES = {"sync": ["rollout.mode=sync"], "one_step_off": ["rollout.mode=one_step_off", "allocator.kind=gvm_online"],
+         "memory": ["rollout.mode=sync", "memory.exploit_weight=1", "memory.explore_weight=1",
+                    "memory.explore_phase=4", "memory.extract=all"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     """one_step_off: the step-2 checkpoint holds step 3's batch, generated before the kill; the resumed run trains
     on those rollouts (none is lost or regenerated with other weights), so it too repeats the run left alone. It
     runs online GVM, whose gradient-norm calls from the background collection must queue behind each step's
-    training on the learner ranks for the two runs to agree."""
+    training on the learner ranks for the two runs to agree. memory: Memory-R+'s memories come back from the
+    checkpoint, so steps 3 and 4 score the same and the memories at the end are the same."""
     alone, killed = tmp_path / "alone", tmp_path / "killed"
-    args = [*ARGS, f"rollout.mode={mode}", *(["allocator.kind=gvm_online"] if mode != "sync" else [])]
+    args = [*ARGS, *MODES[mode]]
     result = run_cli("train", *args, f"run.output_dir={alone}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -66,7 +72,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stdout and "from step_000002" in result.stdout
     a, b = _metrics(alone), _metrics(killed)
-    if mode == "sync":
+    if mode != "one_step_off":
         assert pending == []
     else:  # step 3's batch, stored: its tokens are the ones step 3 trained on in both runs
         assert [p["step"] for p in pending] == [3] and pending[0]["tokens"] == a[3]["tokens/generated"]
@@ -78,6 +84,11 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     (run_a,), (run_b,) = list(alone.iterdir()), list(killed.iterdir())
     assert json.loads((run_a / "eval.json").read_text())["after"] == json.loads((run_b / "eval.json").read_text())[
         "after"]
+    if mode == "memory":
+        assert a[4]["memory/explore_keys"] >= 4 and a[4]["reward/memory_explore"] > 0  # both terms at work
+        ends = [json.loads((r / "checkpoints" / "step_000004" / "driver.json").read_text())["memory"]
+                for r in (run_a, run_b)]
+        assert ends[0] == ends[1] and len(ends[0]["exploit"]["keys"]) == a[4]["memory/exploit_keys"] > 0
 
 
 def test_sigterm_checkpoints_after_the_step_in_flight_and_stops(tmp_path):

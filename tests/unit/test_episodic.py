@@ -114,3 +114,15 @@ def test_extract_each_mode():
         "trace": "<think>a</think>b", "tag": "a", "all": "<think>a</think>b#c"}
     with pytest.raises(ValueError, match="memory.extract"):
         extract("x", "first")
+
+
+def test_faiss_and_numpy_find_the_same_neighbours_ties_included():
+    import faiss  # the 'memory' extra, which scripts/test.sh installs
+
+    assert faiss.IndexFlatL2 is not None
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(300, 32))
+    for query in rng.normal(size=(50, 32)):
+        assert nearest(keys, query, 5, use_faiss=True) == nearest(keys, query, 5, use_faiss=False)
+    ties = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.0], [0.0, 0.2]])
+    assert nearest(ties, np.zeros(2), 3, use_faiss=True) == nearest(ties, np.zeros(2), 3, use_faiss=False) == [2, 3, 0]
