@@ -78,3 +78,44 @@ def test_the_graded_recipe_is_the_graded_suite():
     config = load_config("dump_graded")
     assert tuple(config.data.embedded_sources) == GRADED and config.sampler.kind == "dump"
     assert config.run.eval_samples == 4 and tuple(load_config("quickstart").data.embedded_sources) == SOURCES
+
+
+def test_trace_text_full_merged_and_bare():
+    from rlpost.embedded.traces import trace_text
+
+    assert trace_text((3, 5, 2, 7)) == "3+5=8;8+2=10;10+7=17;#17"
+    assert trace_text((3, 5, 2, 7), (True, False, False)) == "3+5+2=10;10+7=17;#17"
+    assert trace_text((3, 5, 2, 7), (False, True, False)) == "3+5=8;8+2+7=17;#17"
+    assert trace_text((3, 5, 2, 7), (True, True, False)) == "3+5+2+7=17;#17"
+    assert trace_text((3, 5, 2, 7), (True, True, True)) == "#17" and trace_text((4,)) == "#4"
+
+
+def test_trace_score_reads_only_the_final_answer():
+    from rlpost.embedded.traces import final_answer, reasoning, score
+
+    assert score("3+5=8;8+2=10;10+7=17;#17", "17") == 1.0
+    assert score("3+5=9;#17", "17") == 1.0  # a wrong trace with the right answer still counts (answer only)
+    assert score("#17 ", " 17") == 1.0 and score("17", "17") == 0.0 and score("#1#17", "17") == 1.0
+    assert score("3+5=8;#18", "17") == 0.0 and final_answer("no mark") is None
+    assert reasoning("3+5=8;#8") == "3+5=8;" and reasoning("8") == "8"
+
+
+def test_trace_suite_and_sft_targets():
+    import random
+
+    from rlpost.embedded.traces import sft_target, trace_length
+
+    suite = make_suite(40, 10, seed=1, sources=("trace3", "trace5"))
+    assert not {r["prompt"] for r in suite["train"]} & {r["prompt"] for r in suite["test"]}
+    for row in suite["train"]:
+        digits = row["prompt"].rstrip("=")
+        assert row["trace"].endswith(f"#{row['answer']}") and row["trace"].count(";") == len(digits) - 1
+        assert len(digits) == trace_length(row["data_source"])
+    rng = random.Random(0)
+    targets = [sft_target("35271=", rng, merge_p=0.3, skip_p=0.1) for _ in range(2000)]
+    full = "3+5=8;8+2=10;10+7=17;17+1=18;#18"
+    assert all(t.endswith("#18") for t in targets)
+    shares = (targets.count(full) / 2000, targets.count("#18") / 2000)
+    assert 0.6 < shares[0] < 0.8 and 0.07 < shares[1] < 0.14  # 60% full + merges that happened to merge nothing
+    with pytest.raises(ValueError, match="traceK"):
+        trace_length("trace9")

@@ -66,6 +66,13 @@ def _refused(overrides: list[str]) -> str:
     ("data.embedded_sources=[]", "'data.embedded_sources' is empty"),
     ("data.embedded_sources=[sum3,sum5,sum3]", "'data.embedded_sources' lists ['sum3'] more than once"),
     ("run.eval_samples=0", "'run.eval_samples' is 0"),
+    ("data.embedded_sources=[sum3,trace4]", "mixes 'sumK' and 'traceK' sources"),
+    ("data.embedded_sources=[trace4]", "key 'model.path' is 'embedded' but data.embedded_sources are trace "
+                                       "sources; use model.path=embedded_trace"),
+    ("data.embedded_sources=[trace9]", "sources are 'traceK' with K from 1 to 8"),
+    ("memory.k=0", "'memory.k' is 0"),
+    ("memory.exploit_weight=-1", "'memory.exploit_weight' is -1.0"),
+    ("memory.extract=first", "'memory.extract' is 'first'; allowed: 'trace', 'tag', 'all'"),
 ])
 def test_out_of_range_overrides_name_the_key_and_the_command_line(override, fragment):
     message = _refused([override])
