@@ -13,10 +13,10 @@ import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from rlpost.allocators import allocation_metrics
-from rlpost.config import RootConfig
+from rlpost.config import MemoryConfig, RootConfig
 from rlpost.episodic import extract
 from rlpost.metrics import PhaseTimer
 from rlpost.partial import PartialBuffer, generate_partial
@@ -112,7 +112,7 @@ class Collector:
                     group.samples = [*joined[id(group)].samples, *group.samples]
             self.shape_rewards(groups)
             if self.memory is not None:
-                batch.metrics.update(self.memory_rewards(groups))
+                batch.metrics.update(memory_rewards(self.memory, self.config.memory, groups))
         if self.allocator.learns_from_rollouts:
             with timer.phase("allocate"):
                 stats = self.acceptance_stats(groups)
@@ -234,20 +234,6 @@ class Collector:
                                      sum(values) / len(values) if values else 0.0))
         return stats
 
-    def memory_rewards(self, groups: list[Group]) -> dict[str, float]:
-        """Memory-R+'s exploit and explore terms (weighted, kept as components), from the memory actor called once
-        with every sample in order; returns the memories' sizes."""
-        cfg, memory = self.config.memory, cast(EpisodicMemory, self.memory)
-        pairs = [(g.prompt, s) for g in groups for s in g.samples]
-        scores = memory.score([p.text for p, _ in pairs], [extract(s.text, cfg.extract) for _, s in pairs],
-                              [bool(s.accuracy >= cfg.threshold) for _, s in pairs]) if pairs else []
-        for (_, s), (exploit, explore) in zip(pairs, scores, strict=True):
-            s.reward_components["memory_exploit"] = cfg.exploit_weight * exploit
-            s.reward_components["memory_explore"] = cfg.explore_weight * explore
-            s.reward += cfg.exploit_weight * exploit + cfg.explore_weight * explore
-        exploit_keys, explore_keys = memory.sizes()
-        return {"memory/exploit_keys": float(exploit_keys), "memory/explore_keys": float(explore_keys)}
-
     def shape_rewards(self, groups: list[Group]) -> None:
         """Driver-side reward terms: DAPO overlong shaping and the KL penalty (kl_in_reward), kept as components."""
         alg, cap = self.config.algorithm, self.config.rollout.max_new_tokens
@@ -265,3 +251,17 @@ class Collector:
             for (_, s), kl in zip(pairs, kls):
                 s.reward -= alg.kl_coef * kl
                 s.reward_components["kl_penalty"] = -alg.kl_coef * kl
+
+
+def memory_rewards(memory: EpisodicMemory, cfg: MemoryConfig, groups: list[Group]) -> dict[str, float]:
+    """Memory-R+'s exploit and explore terms (weighted, kept as components), from the memory actor called once with
+    every sample in order; returns the memories' sizes."""
+    pairs = [(g.prompt, s) for g in groups for s in g.samples]
+    scores = memory.score([p.text for p, _ in pairs], [extract(s.text, cfg.extract) for _, s in pairs],
+                          [bool(s.accuracy >= cfg.threshold) for _, s in pairs]) if pairs else []
+    for (_, s), (exploit, explore) in zip(pairs, scores, strict=True):
+        s.reward_components["memory_exploit"] = cfg.exploit_weight * exploit
+        s.reward_components["memory_explore"] = cfg.explore_weight * explore
+        s.reward += cfg.exploit_weight * exploit + cfg.explore_weight * explore
+    exploit_keys, explore_keys = memory.sizes()
+    return {"memory/exploit_keys": float(exploit_keys), "memory/explore_keys": float(explore_keys)}

@@ -95,7 +95,7 @@ def nearest(keys: np.ndarray, query: np.ndarray, k: int, use_faiss: bool | None 
 
 def _faiss() -> Any:
     try:
-        import faiss  # type: ignore[import-not-found]  # optional
+        import faiss  # type: ignore[import-not-found,unused-ignore]  # optional (the memory extra)
     except ImportError:
         return None
     return faiss
