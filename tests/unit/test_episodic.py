@@ -8,8 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from rlpost.episodic import (EpisodicMemory, HashedNgrams, MemoryRewards, MemorySettings, MinMaxHistory,
-                             centroid_distance, cosine_novelty, nearest)
+from rlpost.episodic import (
+    EpisodicMemory,
+    HashedNgrams,
+    MemoryRewards,
+    MemorySettings,
+    MinMaxHistory,
+    centroid_distance,
+    cosine_novelty,
+    nearest,
+)
 
 VECTORS = {"q1": [0.0, 0.0], "q2": [1.0, 0.0], "q3": [0.0, 1.0], "x": [0.0, 0.0], "y": [3.0, 4.0], "z": [0.0, 2.0],
            "w": [0.0, 1.0], "a": [1.0, 1.0], "b": [1.0, 0.0], "c": [0.0, 1.0]}
