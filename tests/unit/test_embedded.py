@@ -119,3 +119,20 @@ def test_trace_suite_and_sft_targets():
     assert 0.6 < shares[0] < 0.8 and 0.07 < shares[1] < 0.14  # 60% full + merges that happened to merge nothing
     with pytest.raises(ValueError, match="traceK"):
         trace_length("trace9")
+
+
+def test_trace_recipes_are_the_trace_benchmark_arms():
+    """recipes/trace_<arm>.yaml and scripts/bench_trace.py's arms are the same runs."""
+    import sys
+    from pathlib import Path
+
+    from rlpost.recipes import load_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from bench_trace import ARMS
+
+    for arm, overrides in ARMS.items():
+        recipe = "trace" if arm == "grpo" else f"trace_{arm}"
+        mine, theirs = load_config(recipe), load_config("trace", overrides)
+        assert {k: v for k, v in vars(mine).items() if k != "run"} == \
+            {k: v for k, v in vars(theirs).items() if k != "run"}, arm
