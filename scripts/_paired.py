@@ -254,15 +254,29 @@ def time_to_target(base: list[dict], arm: list[dict], key: Callable[[dict], floa
 
 
 def eval_noise(runs: list[dict], metric: str) -> dict:
-    """How noisy the eval is: the mean standard error of one eval point (measurement), and the root-mean-square
+    """How noisy the eval is: the mean standard error of one eval point (measurement); the standard error that
+    measurement alone puts on a run's AUC (trapezoid weights, evals taken as independent); and the root-mean-square
     change between successive evals (measurement plus the policy's own drift)."""
     prefix = "" if metric == "greedy" else "sampled/"
     ses = [p[1].get(f"{prefix}se/mean", math.nan) for r in runs for p in r["points"]]
     jumps = [(b[1][f"{prefix}mean"] - a[1][f"{prefix}mean"]) ** 2 for r in runs
              for a, b in zip(r["points"][1:], r["points"][2:])]
     ses = [s for s in ses if not math.isnan(s)]
+    auc_ses = [auc_standard_error(r["points"], f"{prefix}se/mean") for r in runs]
+    auc_ses = [s for s in auc_ses if not math.isnan(s)]
     return {"se_mean": sum(ses) / len(ses) if ses else math.nan,
+            "auc_se": sum(auc_ses) / len(auc_ses) if auc_ses else math.nan,
             "successive_rms": math.sqrt(sum(jumps) / len(jumps)) if jumps else math.nan}
+
+
+def auc_standard_error(points: list[Point], se_key: str) -> float:
+    """The AUC's standard error from the evals' own (independent) errors: sqrt(sum (w_i se_i)^2), w_i the trapezoid
+    weight of eval i divided by the step span; NaN when an eval has no error recorded."""
+    xs = [p[0] for p in points]
+    span = xs[-1] - xs[0]
+    weights = [((xs[i] - xs[i - 1]) if i else 0) / 2 + ((xs[i + 1] - xs[i]) if i < len(xs) - 1 else 0) / 2
+               for i in range(len(xs))]
+    return math.sqrt(sum((w / span * p[1].get(se_key, math.nan)) ** 2 for w, p in zip(weights, points)))
 
 
 def overlay_report(results: dict, seed: int, out: Path) -> Path:

@@ -224,8 +224,8 @@ def print_curves(c: dict, args: argparse.Namespace) -> None:
         if key.startswith("to_target_"):
             print(f"time to target, {base} / {key[10:]}: {fmt_ratio(d)}")
     for m, noise in c["arms"][base]["eval_noise"].items():
-        print(f"eval noise ({m}): standard error of one eval {100 * noise['se_mean']:.2f} points, rms change "
-              f"between successive evals {100 * noise['successive_rms']:.2f} points")
+        print(f"eval noise ({m}): standard error of one eval {100 * noise['se_mean']:.2f} points, of a run's AUC "
+              f"{100 * noise['auc_se']:.2f}; rms change between successive evals {100 * noise['successive_rms']:.2f}")
 
 
 def main() -> None:

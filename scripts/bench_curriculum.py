@@ -131,8 +131,8 @@ def report(summary: dict, args: argparse.Namespace) -> None:
         print(f"DUMP - uniform, {label}: {fmt_ci(d)}; per seed {[round(100 * x, 2) for x in d['per_seed']]}")
     print(f"time to target, uniform / DUMP: {fmt_ratio(summary['to_target'])}")
     for m, noise in summary["arms"]["uniform"]["eval_noise"].items():
-        print(f"eval noise ({m}): standard error of one eval {100 * noise['se_mean']:.2f} points, rms change "
-              f"between successive evals {100 * noise['successive_rms']:.2f} points")
+        print(f"eval noise ({m}): standard error of one eval {100 * noise['se_mean']:.2f} points, of a run's AUC "
+              f"{100 * noise['auc_se']:.2f}; rms change between successive evals {100 * noise['successive_rms']:.2f}")
 
 
 def main() -> None:

@@ -133,3 +133,17 @@ def test_a_live_lock_is_left_to_its_process_and_a_stale_one_taken_over(tmp_path,
     (tmp_path / "results" / "a-s0.lock").write_text(dead)
     assert run_arm("a", 0, _args(tmp_path), []) == {"points": []}  # the dead process's run is trained here
     assert (tmp_path / "results" / "a-s0.json").is_file() and not (tmp_path / "results" / "a-s0.lock").exists()
+
+
+def test_auc_standard_error_weights_each_eval_like_the_trapezoid():
+    import math
+
+    from _paired import auc_standard_error, eval_noise
+
+    points = [(0, {"se/mean": 0.02, "mean": 0.5}), (10, {"se/mean": 0.02, "mean": 0.6}),
+              (20, {"se/mean": 0.02, "mean": 0.5})]
+    # weights 5, 10, 5 over a span of 20: 0.25, 0.5, 0.25
+    assert auc_standard_error(points, "se/mean") == pytest.approx(0.02 * math.sqrt(0.25 ** 2 * 2 + 0.5 ** 2))
+    noise = eval_noise([{"points": points}], "greedy")
+    assert noise["se_mean"] == pytest.approx(0.02) and noise["successive_rms"] == pytest.approx(0.1)
+    assert math.isnan(auc_standard_error([(0, {}), (10, {})], "se/mean"))
