@@ -45,12 +45,14 @@ def make_row(digits: tuple[int, ...]) -> dict[str, str]:
 
 def make_rows(source: str, n: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
     """Up to `n` distinct problems of one source (fewer if it has fewer), skipping prompts in `exclude`."""
-    k = length(source)
+    from rlpost.embedded.traces import trace_row
+
+    k, make = digits(source), (trace_row if source.startswith("trace") else make_row)
     rng = random.Random(f"{seed}:{source}")
     seen = set(exclude or ())
     rows: list[dict[str, str]] = []
     while len(rows) < min(n, 10**k - len(exclude or ())):
-        row = make_row(tuple(rng.randrange(10) for _ in range(k)))
+        row = make(tuple(rng.randrange(10) for _ in range(k)))
         if row["prompt"] not in seen:
             seen.add(row["prompt"])
             rows.append(row)
@@ -64,14 +66,11 @@ def make_suite(n_train: int, n_test: int, seed: int = 0,
 
     A source with few distinct problems (sum2 has 100) keeps at most a quarter of them for test.
     """
-    from rlpost.embedded.traces import make_trace_rows
-
     suite: dict[str, list[dict[str, str]]] = {"train": [], "test": []}
     for source in sources:
-        rows = make_trace_rows if source.startswith("trace") else make_rows
-        test = rows(source, min(n_test, 10 ** digits(source) // 4), seed + 1)
+        test = make_rows(source, min(n_test, 10 ** digits(source) // 4), seed + 1)
         suite["test"] += test
-        suite["train"] += rows(source, n_train, seed, exclude={row["prompt"] for row in test})
+        suite["train"] += make_rows(source, n_train, seed, exclude={row["prompt"] for row in test})
     return suite
 
 

@@ -48,20 +48,10 @@ def trace_text(digits: tuple[int, ...], merges: tuple[bool, ...] | None = None) 
     return ";".join(steps) + f";{ANSWER_MARK}{total}"
 
 
-def make_trace_rows(source: str, n: int, seed: int, exclude: set[str] | None = None) -> list[dict[str, str]]:
-    """Up to `n` distinct problems of one source, skipping prompts in `exclude`; `trace` holds the full trace."""
-    k = trace_length(source)
-    rng = random.Random(f"{seed}:{source}")
-    seen = set(exclude or ())
-    rows: list[dict[str, str]] = []
-    while len(rows) < min(n, 10**k - len(exclude or ())):
-        digits = tuple(rng.randrange(10) for _ in range(k))
-        prompt = "".join(map(str, digits)) + "="
-        if prompt not in seen:
-            seen.add(prompt)
-            rows.append({"prompt": prompt, "answer": str(sum(digits)), "data_source": source,
-                         "trace": trace_text(digits)})
-    return rows
+def trace_row(digits: tuple[int, ...]) -> dict[str, str]:
+    """One problem of source 'trace<len(digits)>': the prompt, the reference answer, and the full trace."""
+    return {"prompt": "".join(map(str, digits)) + "=", "answer": str(sum(digits)),
+            "data_source": f"trace{len(digits)}", "trace": trace_text(digits)}
 
 
 def sft_target(prompt: str, rng: random.Random, merge_p: float, skip_p: float) -> str:
