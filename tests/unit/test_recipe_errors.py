@@ -70,6 +70,8 @@ def _refused(overrides: list[str]) -> str:
     ("data.embedded_sources=[trace4]", "key 'model.path' is 'embedded' but data.embedded_sources are trace "
                                        "sources; use model.path=embedded_trace"),
     ("data.embedded_sources=[trace9]", "sources are 'traceK' with K from 1 to 8"),
+    ("model.path=embedded_trace", "key 'model.path' is 'embedded_trace' but data.embedded_sources are digit-sum "
+                                  "sources; use model.path=embedded"),
     ("memory.k=0", "'memory.k' is 0"),
     ("memory.exploit_weight=-1", "'memory.exploit_weight' is -1.0"),
     ("memory.extract=first", "'memory.extract' is 'first'; allowed: 'trace', 'tag', 'all'"),
