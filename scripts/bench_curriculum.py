@@ -107,6 +107,7 @@ def plot(results: dict, seeds: list[int], suite: dict, metric: str, path: Path) 
     records = results[("dump", seeds[0])]["records"]
     keys = sorted({k for r in records for k in r if k.startswith("sampler/weight/")})
     steps = [r["step"] for r in records if keys and keys[0] in r]
+    axes[2].set_prop_cycle(color=plt.get_cmap("tab20").colors)  # twelve sources: no colour twice
     for key in keys:
         axes[2].plot(steps, [r[key] for r in records if keys[0] in r], label=key.rsplit("/", 1)[1])
     axes[2].set_title(f"DUMP sampling weight per source (seed {seeds[0]})")
