@@ -59,12 +59,14 @@ def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sam
 def accuracy_with_error(by_source: dict[str, list[float]]) -> dict[str, float]:
     """Per-source accuracy (the mean of per-prompt scores), their unweighted mean, and `se/mean`: its standard error
     over prompts, sqrt(sum of the sources' squared standard errors) / sources, each from the sample variance of its
-    per-prompt scores (which for mean@k holds both the prompt draw and the k samples)."""
+    per-prompt scores (which for mean@k holds both the prompt draw and the k samples). A source with one scored
+    prompt has no variance to estimate and adds nothing; NaN when no source has two."""
     scores = {source: [v for v in values if not math.isnan(v)] for source, values in sorted(by_source.items())}
     result = {source: mean(v) for source, v in scores.items()}
     result["mean"] = mean(list(result.values()))
-    squared = [_variance(v) / len(v) for v in scores.values() if len(v) > 1]
-    result["se/mean"] = math.sqrt(sum(squared)) / len(squared) if squared else float("nan")
+    counted = [v for v in scores.values() if v]  # the sources the mean is over
+    squared = [_variance(v) / len(v) for v in counted if len(v) > 1]
+    result["se/mean"] = math.sqrt(sum(squared)) / len(counted) if squared else float("nan")
     return result
 
 
@@ -74,5 +76,5 @@ def _variance(values: list[float]) -> float:
 
 
 def accuracy_only(result: dict[str, float]) -> dict[str, float]:
-    """An evaluate() result without its standard error: data_source -> accuracy, and 'mean'."""
+    """An evaluate() result without its standard error and length: data_source -> accuracy, and 'mean'."""
     return {k: v for k, v in result.items() if "/" not in k}

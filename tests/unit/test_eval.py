@@ -23,7 +23,7 @@ def test_standard_error_golden_values():
 def test_standard_error_leaves_out_unscored_and_single_prompt_sources():
     result = accuracy_with_error({"a": [1.0, float("nan"), 0.0], "b": [1.0]})
     assert result["a"] == 0.5 and result["b"] == 1.0
-    assert result["se/mean"] == pytest.approx(math.sqrt(0.5 / 2) / 1)  # only 'a' has a variance
+    assert result["se/mean"] == pytest.approx(math.sqrt(0.5 / 2) / 2)  # only 'a' has a variance; the mean is over 2
     assert math.isnan(accuracy_with_error({"a": [1.0]})["se/mean"])
 
 
