@@ -148,7 +148,7 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
     from transformers import LlamaForCausalLM
 
     from rlpost.embedded.tasks import make_suite
-    from rlpost.embedded.tokenizer import build_tokenizer, save_tokenizer
+    from rlpost.embedded.tokenizer import TRACE_CHARS, build_tokenizer, save_tokenizer
 
     s = settings or BuildSettings()
     start = time.perf_counter()
@@ -156,7 +156,8 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
     torch.set_num_threads(1)  # tiny matrices: one thread is as fast and keeps runs reproducible
     try:
         torch.manual_seed(s.seed)
-        tokenizer = build_tokenizer()
+        extra = TRACE_CHARS if s.task == "trace" else ""
+        tokenizer = build_tokenizer(extra)
         suite = (make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed) if s.task == "sum" else
                  make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed, sources=tuple(s.mixture)))
         model = LlamaForCausalLM(model_config(s))
@@ -180,7 +181,7 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
-    save_tokenizer(out_dir)
+    save_tokenizer(out_dir, extra)
     report = {"fingerprint": s.fingerprint(), "settings": asdict(s), "greedy_accuracy": accuracy,
               "build_seconds": round(time.perf_counter() - start, 1),
               "parameters": sum(p.numel() for p in model.parameters())}

@@ -13,25 +13,27 @@ if TYPE_CHECKING:
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIALS = [PAD, BOS, EOS]
-ALPHABET = "0123456789+-*=?:;,. abcdefghijklmnopqrstuvwxyzTF()[]#"  # new characters go last: ids stay
+ALPHABET = "0123456789+-*=?:;,. abcdefghijklmnopqrstuvwxyzTF()[]"
+TRACE_CHARS = "#"  # the trace task's answer mark: only its tokenizer has it, so the digit-sum model's is unchanged
 VOCAB_SIZE = 64  # padded past len(SPECIALS) + len(ALPHABET) so embedding rows stay aligned
 
 
-def vocab() -> dict[str, int]:
-    """The fixed token → id map: specials first, then one id per character."""
+def vocab(extra: str = "") -> dict[str, int]:
+    """The fixed token → id map: specials first, then one id per character; `extra` characters after the alphabet
+    (every other id stays)."""
     table = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in ALPHABET:
+    for ch in ALPHABET + extra:
         table[ch] = len(table)
     assert len(table) <= VOCAB_SIZE
     return table
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A `PreTrainedTokenizerFast` that splits text into single characters and adds BOS."""
+def build_tokenizer(extra: str = "") -> PreTrainedTokenizerFast:
+    """A `PreTrainedTokenizerFast` that splits text into single characters and adds BOS (`extra`: see `vocab`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    table = vocab()
+    table = vocab(extra)
     core = Tokenizer(models.WordLevel(vocab=table, unk_token=PAD))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
@@ -49,6 +51,6 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def save_tokenizer(path: Path) -> None:
+def save_tokenizer(path: Path, extra: str = "") -> None:
     """Write tokenizer files into `path` (a model directory)."""
-    build_tokenizer().save_pretrained(str(path))
+    build_tokenizer(extra).save_pretrained(str(path))

@@ -136,3 +136,14 @@ def test_trace_recipes_are_the_trace_benchmark_arms():
         mine, theirs = load_config(recipe), load_config("trace", overrides)
         assert {k: v for k, v in vars(mine).items() if k != "run"} == \
             {k: v for k, v in vars(theirs).items() if k != "run"}, arm
+
+
+def test_only_the_trace_tokenizer_has_the_answer_mark():
+    """The digit-sum model's tokenizer is the one it always had (its runs stay as they were); the trace task's adds
+    '#' after every other character, so every other id is the same."""
+    from rlpost.embedded.tokenizer import TRACE_CHARS
+
+    plain, trace = vocab(), vocab(TRACE_CHARS)
+    assert "#" not in plain and trace["#"] == len(plain) and {k: trace[k] for k in plain} == plain
+    assert build_tokenizer(TRACE_CHARS)("3+5=8;#8")["input_ids"][-2] == trace["#"]
+    assert max(trace.values()) < VOCAB_SIZE
