@@ -33,6 +33,7 @@ from rlpost.types import (
 )
 
 if TYPE_CHECKING:  # the actor modules import torch, vLLM or DeepSpeed; the driver imports them only when it builds
+    from actors.env_host import EnvSettings
     from actors.reward import RewardSettings, RewardWorker
     from actors.rollout import RolloutWorker
 
@@ -144,6 +145,7 @@ class RewardClient:
         self.handles, self.timeout_s, self.chunk_size = handles, timeout_s, chunk_size
         self.worst_call_s = worst_call_s  # one chunk's worst case: retries and one-by-one isolation included
         self.factory = factory
+        self.env_timeout_s = 0.0  # environment.timeout_s when the recipe has environments
 
     def score(self, request: RewardRequest) -> RewardResult:
         chunks = [request.slice(a, b) for a, b in request.chunks(self.chunk_size)]
@@ -168,6 +170,32 @@ class RewardClient:
             merged.extend(result)
         merged.replaced_workers = replaced
         return merged
+
+
+    # ---- environments of multi-turn episodes: episode `key` lives on worker key % k ----------------------------------
+    def env_open(self, items: list[tuple[int, str, dict[str, Any]]]) -> list[tuple[str | None, str]]:
+        return self._env("env_open", items, lambda item: item[0])
+
+    def env_step(self, items: list[tuple[int, str, dict[str, Any], str | None]]
+                 ) -> list[tuple[str | None, str, str]]:
+        return self._env("env_step", items, lambda item: item[0])
+
+    def env_finish(self, keys: list[int]) -> list[tuple[float | None, str]]:
+        return self._env("env_finish", keys, lambda key: key)
+
+    def _env(self, method: str, items: list[Any], key_of: Callable[[Any], int]) -> list[Any]:
+        """Send each worker its episodes' items in one call (all workers at once) and join the answers in order.
+        Each worker bounds every reset and call by environment.timeout_s; this bound only guards a dead actor."""
+        k = len(self.handles)
+        slots = [[i for i, item in enumerate(items) if key_of(item) % k == w] for w in range(k)]
+        sent = [(w, getattr(self.handles[w], method).remote([items[i] for i in slots[w]])) for w in range(k)
+                if slots[w]]
+        out: list[Any] = [None] * len(items)
+        for w, ref in sent:
+            bound = self.timeout_s + 4 * len(slots[w]) * (self.env_timeout_s + 30.0)
+            for i, answer in zip(slots[w], call([ref], f"reward.{method} (environments)", bound)[0]):
+                out[i] = answer
+        return out
 
 
 @dataclass
@@ -219,17 +247,18 @@ def actor_roles(config: RootConfig) -> list[Role]:
             Role("reward", config.reward.num_workers, "reward.num_workers", res.reward_cpus, 0, res.reward_custom)]
 
 
-def start_cluster(config: RootConfig, model_path: str) -> Cluster:
-    """Ray (local, or the cluster at resources.address), then every actor and the weight sync."""
+def start_cluster(config: RootConfig, model_path: str, env: EnvSettings | None = None) -> Cluster:
+    """Ray (local, or the cluster at resources.address), then every actor and the weight sync; `env`: the reward
+    workers also host the recipe's environments."""
     from actors.placement import init_ray
     from actors.runtime import actor_env_vars, configure_process_env
 
     configure_process_env()
     init_ray(config.resources, actor_roles(config), {"env_vars": actor_env_vars(rollout_lag(config) > 0)})
-    return build_workers(config, model_path, resolve_transport(config))
+    return build_workers(config, model_path, resolve_transport(config), env)
 
 
-def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluster:
+def build_workers(config: RootConfig, model_path: str, transport: str, env: EnvSettings | None = None) -> Cluster:
     """Place and start every actor on a running Ray; the learner group meets at rank 0's address, then the weight
     sync joins the learner ranks to the engines."""
     import ray
@@ -250,21 +279,27 @@ def build_workers(config: RootConfig, model_path: str, transport: str) -> Cluste
         return rollout_cls.options(**placements["rollout"].options(slot)).remote(
             model_path, config.model, config.rollout, slot, transport)
 
-    def reward_worker(slot: int) -> Any:
-        return reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
+    def reward_worker(slot: int, replacement: bool = True) -> Any:
+        handle = reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
+        if env is not None and replacement:  # queued behind the constructor; a failure shows at its next call
+            handle.env_start.remote(env)
+        return handle
 
     rollouts: list[Any] = [rollout_engine(i) for i in range(config.rollout.num_engines)]
-    rewards = [reward_worker(i) for i in range(config.reward.num_workers)]
+    rewards = [reward_worker(i, replacement=False) for i in range(config.reward.num_workers)]
     addr, port = call([learners[0].rendezvous.remote()], "learner[0].rendezvous", timeout)[0]
     call([h.init.remote(addr, port, timeout) for h in learners], "learner.init (DeepSpeed)", timeout)
     call([h.ping.remote() for h in rollouts], "rollout start (vLLM)", timeout)
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
+    if env is not None:
+        call([h.env_start.remote(env) for h in rewards], "reward worker environments start", timeout)
     sync = make_weight_sync(transport, learners, rollouts, config.sync.bucket_mb, timeout)
     workers = Workers(
         rollout=RolloutClient(rollouts, timeout, rollout_engine, rejoin=sync.rejoin),
         learner=LearnerClient(learners, timeout),
         reward=RewardClient(rewards, timeout, config.reward.chunk_size, worst_chunk_s(config.reward), reward_worker),
         weight_sync=sync)
+    cast(RewardClient, workers.reward).env_timeout_s = config.environment.timeout_s
     if config.memory.exploit_weight or config.memory.explore_weight:
         from actors.memory import start_memory
 
@@ -297,14 +332,29 @@ class LocalRewardPool:
             result.extend(self.worker.score(request.slice(lo, hi)))
         return result
 
+    def env_open(self, items: list[tuple[int, str, dict[str, Any]]]) -> list[tuple[str | None, str]]:
+        return self.worker.env_open(items)
 
-def local_engines(config: RootConfig, model_path: str) -> tuple[RolloutEngine, RewardPool]:
-    """A vLLM engine and a reward worker in this process, without Ray (no learner, no weight sync)."""
+    def env_step(self, items: list[tuple[int, str, dict[str, Any], str | None]]
+                 ) -> list[tuple[str | None, str, str]]:
+        return self.worker.env_step(items)
+
+    def env_finish(self, keys: list[int]) -> list[tuple[float | None, str]]:
+        return self.worker.env_finish(keys)
+
+
+def local_engines(config: RootConfig, model_path: str, env: EnvSettings | None = None
+                  ) -> tuple[RolloutEngine, LocalRewardPool]:
+    """A vLLM engine and a reward worker in this process, without Ray (no learner, no weight sync); `env`: the
+    worker also hosts the recipe's environments."""
     from actors.reward import RewardWorker
     from actors.rollout import RolloutWorker
 
+    worker = RewardWorker(reward_settings(config.reward))
+    if env is not None:
+        worker.env_start(env)
     return (LocalEngine(RolloutWorker(model_path, config.model, config.rollout, 0)),
-            LocalRewardPool(RewardWorker(reward_settings(config.reward)), config.reward.chunk_size))
+            LocalRewardPool(worker, config.reward.chunk_size))
 
 
 def reward_settings(reward: RewardConfig) -> RewardSettings:

@@ -15,6 +15,7 @@ Messages, parent to child; the child answers ("ok", payload) or ("error", messag
 - ("score", index, kwargs): one call of plugin `index`. ("ok", values, logged); ("bad_values", values, {index:
   message}, logged) for right-length output holding unusable values; ("bad_output", message) when the output as a
   whole is unusable (not a list, wrong length); ("error", message) when the call raised.
+- ("env_*", ...): environments and tools of multi-turn episodes (actors/env_child.py).
 Leaves out: the scoring policy (retries, isolation, on_error), which is actors/reward.py's.
 """
 
@@ -162,7 +163,10 @@ def child_main() -> None:
     os.dup2(2, 1)  # plugin prints go to stderr, never into the protocol stream
     inp = sys.stdin.buffer.fileno()
     plugins: Plugins = []
-    handlers: dict[str, Callable[..., Any]] = {"load": _load, "check": _check, "health": _health, "score": _score}
+    from actors.env_child import handlers as env_handlers
+
+    handlers: dict[str, Callable[..., Any]] = {"load": _load, "check": _check, "health": _health, "score": _score,
+                                               **env_handlers()}
     while True:
         try:
             message = _recv(inp)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.env_host import EnvSettings
 from actors.plugin_process import LOAD_TIMEOUT_S, PluginProcess
 from rlpost.config import RewardConfig, reward_name
 from rlpost.types import RewardRequest, RewardResult
@@ -75,6 +76,7 @@ class RewardWorker:
         self.batch_sizes: list[int | None] = []
         self.gauges: dict[str, float] = {}
         self.process: PluginProcess | None = None
+        self.envs: Any = None  # an EnvHost once env_start ran (multi-turn recipes)
         self._start()
 
     def _start(self) -> None:
@@ -90,6 +92,27 @@ class RewardWorker:
 
     def ping(self) -> int:
         return self.process.pid if self.process else -1
+
+    # ---- environments of multi-turn episodes (actors/env_host.py) -------------------------------------------------
+    def env_start(self, settings: EnvSettings) -> dict[str, Any]:
+        """Load the recipe's environments and tools in their own child; returns what they offer (tools, schemas)."""
+        from actors.env_host import EnvHost
+
+        self.envs = EnvHost(settings)
+        return self.envs.info
+
+    def env_open(self, items: list[tuple[int, str, dict[str, Any]]]) -> list[tuple[str | None, str]]:
+        return self.envs.open(items)
+
+    def env_step(self, items: list[tuple[int, str, dict[str, Any], str | None]]) -> list[tuple[str | None, str, str]]:
+        return self.envs.step(items)
+
+    def env_finish(self, keys: list[int]) -> list[tuple[float | None, str]]:
+        return self.envs.finish(keys)
+
+    def env_health(self) -> dict[str, int]:
+        """Timeouts and crashes of the environment child so far."""
+        return {"timeouts": self.envs.timeouts, "crashes": self.envs.crashes}
 
     # ---- scoring -------------------------------------------------------------------------------------------------
     def score(self, request: RewardRequest) -> RewardResult:

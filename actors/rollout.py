@@ -85,7 +85,9 @@ class RolloutWorker:
 
         prompts: list[Any] = [{"prompt_token_ids": r.token_ids} for r in requests]  # vLLM's TokensPrompt
         params = [SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
-                                 logprobs=0 if r.temperature > 0 else None, seed=r.seed) for r in requests]
+                                 logprobs=0 if r.temperature > 0 else None, seed=r.seed,
+                                 stop=list(r.stop) or None, include_stop_str_in_output=bool(r.stop))
+                  for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         groups = []
         for request, output in zip(requests, outputs):

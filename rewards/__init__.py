@@ -30,6 +30,7 @@ RewardFn = Callable[..., Sequence[Any]]
 BUILTINS: dict[str, str] = {
     "exact_match": "rewards.synthetic:exact_match",
     "trace_answer": "rewards.synthetic:trace_answer",
+    "tool_answer": "rewards.synthetic:tool_answer",
     "gsm8k_final_number": "rewards.math:gsm8k_final_number",
     "math_accuracy": "rewards.math:math_accuracy",
     "boxed_math": "rewards.math:boxed_math",

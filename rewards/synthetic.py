@@ -24,3 +24,12 @@ def trace_answer(prompts: Sequence[Any], completions: Sequence[Completion], comp
     from rlpost.embedded.traces import score
 
     return [score(completion_text(c), a) for c, a in zip(completions, answer, strict=True)]
+
+
+def tool_answer(prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Sequence[Sequence[int]],
+                answer: Sequence[str], **_: Any) -> list[float]:
+    """The tool task: 1.0 when the episode's final answer (the text after its last ']', the whole completion when no
+    tool was called) is the reference, else 0.0 (rlpost/embedded/tools.py)."""
+    from rlpost.embedded.tools import score
+
+    return [score(completion_text(c), a) for c, a in zip(completions, answer, strict=True)]

@@ -32,11 +32,16 @@ class _Row:
     rollout_logprobs: Sequence[float]
     trained: bool  # False: the completion's tokens get no loss (e.g. a masked truncated completion)
     loss_from: int = 0  # completion tokens before this one get no loss (partial_loss 'latest')
+    model_mask: Any = None  # episodes: bool per completion token, False at environment tokens (no loss)
 
     @property
     def in_loss(self) -> int:
-        """Completion tokens that get a loss."""
-        return len(self.completion) - self.loss_from if self.trained else 0
+        """Completion tokens that get a loss (an episode's model tokens only)."""
+        if not self.trained:
+            return 0
+        if self.model_mask is None:
+            return len(self.completion) - self.loss_from
+        return int(np.count_nonzero(np.asarray(self.model_mask[self.loss_from:], dtype=bool)))
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +91,7 @@ def compact_shards(groups: list[Group], world_size: int, *, updates_per_batch: i
     verl. latest_segment_only: a partial rollout's earlier segments get no loss (rollout.partial_loss 'latest').
     """
     rows = [_Row(g.prompt.token_ids, s.token_ids, adv, s.logprobs, not (mask_truncated and s.finish_reason != "stop"),
-                 loss_start(s, latest_segment_only))
+                 loss_start(s, latest_segment_only), s.env_mask)
             for g in groups for s, adv in zip(g.samples, g.advantages, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))
     buckets: list[list[int]] = [[] for _ in range(world_size)]
@@ -133,7 +138,10 @@ def _compact(rows: list[_Row], weights: np.ndarray, total_tokens: float, pad_id:
         rollout_logprobs=np.concatenate([np.asarray(r.rollout_logprobs[: len(r.completion)], dtype=np.float32)
                                          for r in rows]),
         total_tokens=total_tokens, pad_id=pad_id,
-        loss_starts=np.fromiter((r.loss_from for r in rows), dtype=np.int64, count=len(rows)))
+        loss_starts=np.fromiter((r.loss_from for r in rows), dtype=np.int64, count=len(rows)),
+        env_mask=None if all(r.model_mask is None for r in rows) else np.concatenate(
+            [np.ones(len(r.completion), dtype=bool) if r.model_mask is None else np.asarray(r.model_mask, dtype=bool)
+             for r in rows]))
 
 
 def expand_shard(shard: CompactShard) -> LearnerBatch:
@@ -144,6 +152,10 @@ def expand_shard(shard: CompactShard) -> LearnerBatch:
     starts = (shard.prompt_lens - 1)[:, None]
     positions = (columns >= starts) & (columns < starts + shard.completion_lens[:, None])
     mask = positions & shard.trained[:, None] & (columns >= starts + shard.loss_starts[:, None])
+    if shard.env_mask is not None:  # an episode's environment tokens get no loss (their logprobs are 0 too)
+        model = np.zeros(shape, dtype=bool)
+        model[positions] = shard.env_mask
+        mask &= model
     rollout_lp = np.zeros(shape, dtype=np.float32)
     rollout_lp[positions] = shard.rollout_logprobs
     mask_t = torch.from_numpy(mask.astype(np.float32))

@@ -37,6 +37,7 @@ SamplerKind = Literal["uniform", "mixture", "dump", "prioritised", "staged"]
 AllocatorKind = Literal["fixed", "gvm", "gvm_online"]
 GradNorm = Literal["embedding", "lm_head"]
 AllocatorSchedule = Literal["step", "iteration"]  # when GVM's pre-pass runs (rlpost/collect.py)
+ToolFormatKind = Literal["auto", "tag", "chat"]  # how tool calls are written (rlpost/tool_formats.py make_format)
 MemoryExtract = Literal["trace", "tag", "all"]  # the reasoning Memory-R+ stores (rlpost/episodic.py extract)
 ZeroStage = Literal[0, 1, 2, 3]
 Backend = Literal["auto", "gloo", "nccl"]

@@ -19,6 +19,7 @@ from rlpost.allocators import allocation_metrics
 from rlpost.config import MemoryConfig, RootConfig
 from rlpost.episodic import extract
 from rlpost.metrics import PhaseTimer
+from rlpost.multiturn import episode_metrics
 from rlpost.partial import PartialBuffer, generate_partial
 from rlpost.records import decode_group, encode_group
 from rlpost.rollouts import PREPASS_ROUND, Rollouts, run_columns, step_budget
@@ -80,6 +81,7 @@ class Collector:
         while not self.enough(batch):
             self.round(batch, timer)
         batch.health = self.rollouts.health.metrics()  # this collection's passes (and any eval since the last)
+        batch.metrics.update(episode_metrics(batch.generated))
         # the draw counts are this batch's (off sync, or planned by iteration, the sampler has drawn later batches)
         batch.metrics.update({k: float(batch.drawn.get(k.rsplit("/", 1)[1], 0)) for k in self.sampler.metrics()
                               if k.startswith("sampler/count/")})

@@ -31,6 +31,7 @@ from rlpost.choices import (
     KlEstimator,
     LossAggregation,
     MemoryExtract,
+    ToolFormatKind,
     OnGenRoundsExhausted,
     PartialLoss,
     PlacementStrategy,
@@ -155,6 +156,9 @@ class RolloutConfig:
                               "repeated this many times (n >= 2) instead of continuing it (finish_reason 'repeat'; "
                               "0 = off)",
                               0, range="[0, 1024]")
+    max_turns: int = doc("multi-turn episodes (environment section): model turns per episode; a tool call in the "
+                         "last one is not run. max_new_tokens is the budget of the whole episode, model and "
+                         "environment tokens together", 4, range=f"[1, {MAX_COUNT}]")
 
 
 @dataclass(frozen=True)
@@ -384,6 +388,31 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True)
+class EnvironmentConfig:
+    factory: str = doc("TRL environment_factory: a class (or zero-argument callable) whose instances are episodes' "
+                       "environments: 'pkg.module:Class' or 'path/file.py:Class'; its public methods are tools, reset(**row) starts an episode, get_reward() "
+                       "scores it; empty = none", "")
+    factories: dict[str, str] = doc("several environments by name (specs as in factory); each row's 'environment' "
+                                    "column picks one", factory=dict)
+    tools: list[str] = doc("plain tool functions ('pkg.module:fn', 'path/file.py:fn'), offered in every episode",
+                           factory=list)
+    format: ToolFormatKind = doc("how the model calls tools: 'chat' (the tokenizer's chat template with tools, "
+                                 "<tool_call> JSON), 'tag' ('[name:argument]' answered by '[=result]', for models "
+                                 "without one) or 'auto' (chat when the template supports tools)", "auto")
+    timeout_s: float = doc("timeout of one reset, tool call or get_reward; a hung one is killed and counted as an "
+                           "error", 10.0, range=f"(0, {MAX_SECONDS}]")
+    memory_mb: int = doc("memory limit of each environment child process in MiB (RLIMIT_DATA; 0 = none)", 4096,
+                         range=f"[0, {MAX_RESOURCE}]")
+    chat_template_kwargs: dict[str, Any] = doc("keyword arguments for every chat-template render, e.g. "
+                                               "{enable_thinking: false} for Qwen3", factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether rollouts are multi-turn episodes."""
+        return bool(self.factory or self.factories or self.tools)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = doc("run name; the run directory is output_dir/name-<timestamp>", "run")
     output_dir: str = doc("parent directory of run directories", "runs")
@@ -437,6 +466,7 @@ class RootConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    environment: EnvironmentConfig = field(default_factory=EnvironmentConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)

@@ -93,8 +93,11 @@ def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, split: str) -> list[Prompt]:
-    """Tokenize rows into Prompts; fail with a clear message on empty data, missing columns or over-long prompts."""
+def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, split: str,
+               tools: dict[str, list[dict[str, Any]]] | None = None) -> list[Prompt]:
+    """Tokenize rows into Prompts; fail with a clear message on empty data, missing columns or over-long prompts.
+    `tools`: the tool schemas a chat template lists, per environment name (a row's 'environment' column, else
+    'default'), for multi-turn recipes in the chat tool format."""
     if not rows:
         raise DataError(f"split {split!r} of data source {cfg.source!r} is empty")
     for key in (cfg.prompt_key, cfg.answer_key):
@@ -108,7 +111,8 @@ def to_prompts(rows: list[dict[str, Any]], cfg: DataConfig, tokenizer: Any, spli
             raise DataError(f"split {split!r}: row {uid} has no value in column(s) {absent}; every row needs "
                             f"data.prompt_key and data.answer_key")
         _check_prompt(row[cfg.prompt_key], f"split {split!r}: row {uid}: column {cfg.prompt_key!r}")
-        text, ids = encode_prompt(row[cfg.prompt_key], cfg, tokenizer)
+        listed = None if tools is None else tools.get(str(row.get("environment", "default")))
+        text, ids = encode_prompt(row[cfg.prompt_key], cfg, tokenizer, listed)
         if len(ids) > cfg.max_prompt_tokens:
             too_long.append((uid, len(ids)))
         columns = {k: v for k, v in row.items() if k != cfg.prompt_key}
@@ -152,7 +156,8 @@ def _check_prompt(prompt: Any, where: str) -> None:
                             "{role: str, content: str} mapping")
 
 
-def encode_prompt(prompt: Any, cfg: DataConfig, tokenizer: Any) -> tuple[str, list[int]]:
+def encode_prompt(prompt: Any, cfg: DataConfig, tokenizer: Any, tools: list[dict[str, Any]] | None = None
+                  ) -> tuple[str, list[int]]:
     """(text reward functions see, token ids vLLM continues). A prompt is a string or a list of chat messages
     ({role, content}); it goes through the tokenizer's chat template when data.chat_template is 'auto' and the
     tokenizer has one (message lists need one), with data.system_prompt first."""
@@ -167,7 +172,8 @@ def encode_prompt(prompt: Any, cfg: DataConfig, tokenizer: Any) -> tuple[str, li
     chat = list(messages) if messages is not None else [{"role": "user", "content": text}]
     if cfg.system_prompt and not any(m.get("role") == "system" for m in chat):
         chat.insert(0, {"role": "system", "content": cfg.system_prompt})
-    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                        **({"tools": tools} if tools else {}))
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # newer transformers return a BatchEncoding
         ids = ids["input_ids"]
     return text, list(ids)

@@ -111,7 +111,7 @@ def call_tag_tool(tools: dict[str, Callable[..., Any]], call: ToolCall) -> tuple
         error = f"unknown tool {call.name!r}; tools: {', '.join(sorted(tools)) or 'none'}"
         return f"[!unknown tool {call.name}]", error
     try:
-        value = _convert(fn, call.argument)
+        value = convert_argument(fn, call.argument)
     except ValueError as err:
         return f"[!bad argument for {call.name}]", f"tool {call.name!r}: {err}"
     try:
@@ -124,7 +124,7 @@ def call_tag_tool(tools: dict[str, Callable[..., Any]], call: ToolCall) -> tuple
     return f"[={result}]", None
 
 
-def _convert(fn: Callable[..., Any], argument: str) -> Any:
+def convert_argument(fn: Callable[..., Any], argument: str) -> Any:
     """The argument converted to the type hint of the tool's first parameter."""
     params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "cls")]
     if len(params) != 1:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from rlpost.multiturn import episode_metrics
 from rlpost.rollouts import EVAL_STEP, RIF_STEP, Rollouts, mean
 from rlpost.types import Prompt
 
@@ -50,10 +51,12 @@ def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sam
     groups = rollouts.generate(prompts, requests)
     by_source: dict[str, list[float]] = defaultdict(list)
     lengths: list[float] = []
-    for group in rollouts.score(groups, run, "evaluation"):
+    scored = rollouts.score(groups, run, "evaluation")
+    for group in scored:
         by_source[group.prompt.data_source].append(mean([s.accuracy for s in group.samples]))
         lengths += [float(len(s.token_ids)) for s in group.samples]
-    return {**accuracy_with_error(by_source), "len/mean": mean(lengths)}
+    calls = {k: v for k, v in episode_metrics(scored, "").items() if k.startswith("call_rate")}  # episodes only
+    return {**accuracy_with_error(by_source), "len/mean": mean(lengths), **calls}
 
 
 def accuracy_with_error(by_source: dict[str, list[float]]) -> dict[str, float]:

@@ -61,7 +61,8 @@ def check_values(config: RootConfig, origin: str) -> None:
         if value not in allowed:
             raise RecipeError(f"{origin}: key '{key}' is {value!r}; allowed: {', '.join(map(repr, allowed))}")
     _check_ranges(config, origin)
-    _check_reward(config.reward, origin)
+    _check_reward(config.reward, origin, config.environment.enabled)
+    _check_environment(config, origin)
     unknown = [name for name in config.run.loggers if name not in values_of(Logger)]
     if unknown:
         raise RecipeError(f"{origin}: key 'run.loggers' has {unknown}; allowed: {', '.join(values_of(Logger))}")
@@ -180,16 +181,35 @@ def _check_embedded_sources(config: RootConfig, origin: str) -> None:
     if config.data.source != "embedded":
         return
     wanted = "embedded_trace" if traces else "embedded"
-    if config.model.path in ("embedded", "embedded_trace") and config.model.path != wanted:
+    if config.model.path == "embedded_tool" and not traces:
+        return  # the tool task's model answers digit sums too
+    if config.model.path in ("embedded", "embedded_trace", "embedded_tool") and config.model.path != wanted:
         raise RecipeError(f"{origin}: key 'model.path' is {config.model.path!r} but data.embedded_sources are "
                           f"{'trace' if traces else 'digit-sum'} sources; use model.path={wanted}")
 
 
-def _check_reward(reward: RewardConfig, origin: str) -> None:
+def _check_environment(config: RootConfig, origin: str) -> None:
+    """Multi-turn recipes: one way to name the environments, and no feature that would train or score environment
+    tokens as the model's."""
+    env = config.environment
+    if not env.enabled:
+        return
+    if env.factory and env.factories:
+        raise RecipeError(f"{origin}: keys 'environment.factory' and 'environment.factories' are both set; give one "
+                          "(factories picks one per row by its 'environment' column)")
+    if config.rollout.partial_max_tokens:
+        raise RecipeError(f"{origin}: key 'rollout.partial_max_tokens' cannot be used with environments (an episode "
+                          "is not parked between steps)")
+    if config.algorithm.kl_in_reward and config.algorithm.kl_coef:
+        raise RecipeError(f"{origin}: key 'algorithm.kl_in_reward' cannot be used with environments (its KL would "
+                          "count the environment's tokens); use the KL loss term (kl_in_reward false)")
+
+
+def _check_reward(reward: RewardConfig, origin: str, environments: bool = False) -> None:
     if reward.weights and len(reward.weights) != len(reward.functions):
         raise RecipeError(f"{origin}: key 'reward.weights' has {len(reward.weights)} entries for "
                           f"{len(reward.functions)} reward.functions")
-    if not reward.functions:
+    if not reward.functions and not environments:  # an environment's get_reward may score alone (checked later)
         raise RecipeError(f"{origin}: key 'reward.functions' is empty; name at least one reward function")
     names = [reward_name(spec) for spec in reward.functions]
     twice = sorted({n for n in names if names.count(n) > 1})

@@ -16,7 +16,9 @@ def encode_sample(s: Sample) -> dict[str, Any]:
     return {"prompt_uid": s.prompt_uid, "token_ids": [int(t) for t in s.token_ids],
             "logprobs": [float(x) for x in s.logprobs], "text": s.text, "finish_reason": s.finish_reason,
             "reward": _plain(s.reward), "reward_components": {k: _plain(v) for k, v in s.reward_components.items()},
-            "version": s.version, "segments": [list(seg) for seg in s.segments]}
+            "version": s.version, "segments": [list(seg) for seg in s.segments],
+            **({} if s.env_mask is None else {"env_mask": [bool(m) for m in s.env_mask], "episode": dict(s.episode),
+                                               "env_reward": s.env_reward, "messages": s.messages})}
 
 
 def decode_sample(record: dict[str, Any]) -> Sample:
@@ -24,7 +26,10 @@ def decode_sample(record: dict[str, Any]) -> Sample:
                   logprobs=np.asarray(record["logprobs"], dtype=np.float32), text=record["text"],
                   finish_reason=record["finish_reason"], reward=float(record["reward"]),
                   reward_components={k: float(v) for k, v in record["reward_components"].items()},
-                  version=record["version"], segments=[(int(a), int(b)) for a, b in record.get("segments", [])])
+                  version=record["version"], segments=[(int(a), int(b)) for a, b in record.get("segments", [])],
+                  env_mask=None if "env_mask" not in record else np.asarray(record["env_mask"], dtype=bool),
+                  episode=dict(record.get("episode", {})), env_reward=record.get("env_reward"),
+                  messages=record.get("messages"))
 
 
 def encode_group(group: Group) -> dict[str, Any]:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlpost.config import RootConfig
 from rlpost.curriculum import length_budget
 from rlpost.scoring import RewardHealth, apply_result, build_request
-from rlpost.types import GenerationRequest, Group, Prompt, RewardPool, RolloutEngine
+from rlpost.types import GenerationRequest, Group, Prompt, RewardPool, RewardResult, RolloutEngine
+
+if TYPE_CHECKING:
+    from rlpost.multiturn import EpisodeRunner
 
 # Seed keys of the passes that are not a training step's rounds.
 PREPASS_ROUND = 1000  # GVM pre-pass of round r uses round PREPASS_ROUND + r of its step
@@ -29,9 +32,11 @@ EVAL_STEP = -1        # greedy evaluation
 class Rollouts:
     """Requests, completions and rewards for groups of prompts; holds the run's reward-health counter."""
 
-    def __init__(self, config: RootConfig, rollout: RolloutEngine, reward: RewardPool) -> None:
-        self.config, self.rollout, self.reward = config, rollout, reward
+    def __init__(self, config: RootConfig, rollout: RolloutEngine, reward: RewardPool,
+                 episodes: EpisodeRunner | None = None, env_rewards: dict[str, str] | None = None) -> None:
+        self.config, self.rollout, self.reward, self.episodes = config, rollout, reward, episodes
         self.health = RewardHealth(config.reward.max_error_rate, config.reward.on_error)
+        self.env_rewards = env_rewards or {}  # environment name -> its get_reward component's name
 
     def requests(self, prompts: list[Prompt], step: int, n: int | list[int], greedy: bool = False,
                  round_: int = 0, budget: float | None = None) -> list[GenerationRequest]:
@@ -53,16 +58,46 @@ class Rollouts:
         return _seed(self.config.rollout.seed, step, index, round_)
 
     def generate(self, prompts: list[Prompt], requests: list[GenerationRequest]) -> list[Group]:
-        """One group per prompt, holding the completions its request asked for."""
-        return [Group(p, s) for p, s in zip(prompts, self.rollout.generate(requests))]
+        """One group per prompt, holding the completions (or, with environments, the episodes) its request asked
+        for."""
+        samples = self.episodes.generate(prompts, requests) if self.episodes else self.rollout.generate(requests)
+        return [Group(p, s) for p, s in zip(prompts, samples)]
 
     def score(self, groups: list[Group], run: dict[str, Any], where: str) -> list[Group]:
         """Rewards for every sample, stored on the samples (total and per-function components); samples left
         without a reward (skipped after an error, or scored by no function) are removed, and emptied groups too."""
-        result = self.reward.score(build_request(groups, run))
+        request = build_request(groups, run)
+        result = (self.reward.score(request) if self.config.reward.functions else
+                  RewardResult(rewards=[0.0] * len(request.completions), components={}))
+        if self.episodes is not None:
+            add_env_rewards(groups, result, self.env_rewards, self.config.reward.on_error)
+            result.first_error = result.first_error or self.episodes.stats.take_error()
         kept, health = apply_result(groups, result)
         self.health.record(health, result.first_error, where)
         return kept
+
+
+def add_env_rewards(groups: list[Group], result: RewardResult, names: dict[str, str], on_error: str) -> None:
+    """Each episode's get_reward() as a component (weight 1) added to its reward, TRL's rule; NaN for episodes of
+    other environments. An episode whose environment failed (reset, get_reward, lost) is a failed sample: left out,
+    or given the number reward.on_error names when only get_reward failed."""
+    samples = [(g.prompt, s) for g in groups for s in g.samples]
+    try:
+        fixed: float | None = float(on_error)
+    except ValueError:
+        fixed = None
+    result.failed = result.failed or [False] * len(samples)
+    for name in dict.fromkeys(names.values()):
+        result.components[name] = [math.nan] * len(samples)
+    for j, (prompt, sample) in enumerate(samples):
+        env = str(prompt.columns.get("environment", "default"))
+        if sample.episode.get("env_failed"):
+            result.failed[j] = True
+            reset_failed = sample.finish_reason == "env_error"
+            result.rewards[j] = fixed if fixed is not None and not reset_failed else math.nan
+        elif sample.env_reward is not None and env in names:
+            result.components[names[env]][j] = sample.env_reward
+            result.rewards[j] += sample.env_reward
 
 
 def step_budget(config: RootConfig, step: int) -> float | None:

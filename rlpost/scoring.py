@@ -28,14 +28,16 @@ _GAUGE, _LOG_SUM, _LOG_COUNT = "gauge/", "log_sum/", "log_count/"  # health-dict
 
 def build_request(groups: list[Group], run: dict[str, Any]) -> RewardRequest:
     """All samples of the groups in order, with their prompts' dataset columns and the scalar run columns. Chat
-    prompts (a message list) go out as TRL sends them: the messages, and each completion as one assistant message."""
+    prompts (a message list) go out as TRL sends them: the messages, and each completion as one assistant message
+    (an episode: its assistant and tool messages in order)."""
     samples = [(g.prompt, s) for g in groups for s in g.samples]
     columns: dict[str, list[Any]] = defaultdict(list)
     for prompt, _ in samples:
         for key, value in prompt.columns.items():
             columns[key].append(value)
     prompts = [p.text if p.messages is None else [dict(m) for m in p.messages] for p, _ in samples]
-    completions = [s.text if p.messages is None else [{"role": "assistant", "content": s.text}] for p, s in samples]
+    completions = [s.text if p.messages is None else (s.messages or [{"role": "assistant", "content": s.text}])
+                   for p, s in samples]
     return RewardRequest(prompts=prompts, completions=completions, completion_ids=[s.token_ids for _, s in samples],
                          columns=dict(columns), run=dict(run), group_sizes=[len(g.samples) for g in groups])
 

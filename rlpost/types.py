@@ -42,6 +42,7 @@ class GenerationRequest:
     top_p: float
     seed: int
     prefix_len: int = 0  # partial rollouts: the last prefix_len ids are a completion to continue (text covers them)
+    stop: tuple[str, ...] = ()  # stop strings that also end the completion (kept in it): a tool call's end
 
 
 @dataclass
@@ -60,6 +61,11 @@ class Sample:
     version: int = 0  # the policy version (learner updates so far) of the engine weights that generated it
     # partial rollouts: (first token, policy version) of each segment when it was generated in several; empty: one
     segments: list[tuple[int, int]] = field(default_factory=list)
+    # multi-turn episodes (rlpost/multiturn.py): False at environment tokens, which get no loss (None: all model)
+    env_mask: Any = None
+    episode: dict[str, float] = field(default_factory=dict)  # turns, tool calls and errors, tokens by role
+    env_reward: float | None = None  # the environment's get_reward(), added as a reward component
+    messages: list[dict[str, Any]] | None = None  # chat episodes: the turns as messages (what reward functions get)
 
     @property
     def accuracy(self) -> float:
@@ -234,6 +240,7 @@ class CompactShard:
     total_tokens: float  # trained completion tokens of the whole step (metrics are token means over it)
     pad_id: int
     loss_starts: Any  # int64 [B]: completion tokens before this index get no loss (partial_loss 'latest'; else 0)
+    env_mask: Any = None  # bool [sum of completion lengths]: False at environment tokens (None: no episodes)
 
     def lengths(self) -> list[int]:
         """Each row's token count."""
@@ -319,6 +326,19 @@ class RewardPool(Protocol):
     """The reward workers, seen as one: every completion of a request scored, in order."""
 
     def score(self, request: RewardRequest) -> RewardResult: ...
+
+
+class EnvironmentPool(Protocol):
+    """Environments of multi-turn episodes on the reward workers (actors/env_host.py), one instance per episode key:
+    `open` resets (observation, error), `step` runs tool calls (value, error for the model, detail for the logs),
+    `finish` returns get_reward (reward or None, error) and drops the instance."""
+
+    def env_open(self, items: list[tuple[int, str, dict[str, Any]]]) -> list[tuple[str | None, str]]: ...
+
+    def env_step(self, items: list[tuple[int, str, dict[str, Any], str | None]]
+                 ) -> list[tuple[str | None, str, str]]: ...
+
+    def env_finish(self, keys: list[int]) -> list[tuple[float | None, str]]: ...
 
 
 class WeightSync(Protocol):

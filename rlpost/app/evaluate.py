@@ -36,6 +36,7 @@ def evaluate_checkpoint(config: RootConfig, checkpoint: str, ks: list[int], samp
     from transformers import AutoTokenizer
 
     from actors.build import local_engines
+    from rlpost.app.environments import check_environments, episode_rollouts
     from rlpost.data import DataError, load_rows, per_source, to_prompts
 
     split = split or config.data.eval_split or config.data.train_split
@@ -43,10 +44,14 @@ def evaluate_checkpoint(config: RootConfig, checkpoint: str, ks: list[int], samp
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as err:
         raise DataError(f"checkpoint {checkpoint!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
-    prompts = per_source(to_prompts(load_rows(config.data, split), config.data, tokenizer, split),
+    env = check_environments(config, tokenizer)
+    tools = env.schemas() if env is not None and env.format == "chat" else None
+    prompts = per_source(to_prompts(load_rows(config.data, split), config.data, tokenizer, split, tools),
                          config.data.n_eval_per_source)
     n = max([samples, *ks])
-    rollouts = Rollouts(config, *local_engines(config, checkpoint))
+    engine, pool = local_engines(config, checkpoint, env.settings if env else None)
+    rollouts = (Rollouts(config, engine, pool) if env is None
+                else episode_rollouts(config, engine, pool, env, tokenizer))
     run = {"step": 0, "max_new_tokens": config.rollout.max_new_tokens}
     greedy = [GenerationRequest(p.uid, p.token_ids, 1, config.run.eval_max_new_tokens, 0.0, 1.0, i)
               for i, p in enumerate(prompts)]

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from rlpost.app.environments import EnvPlan, check_environments
 from rlpost.config import RecipeError, RootConfig
 from rlpost.data import DataError, load_rows, per_source, to_prompts
 from rlpost.recipe_checks import check_against_data
@@ -17,15 +18,17 @@ from rlpost.types import Prompt
 
 
 def resolve_model_path(config: RootConfig) -> str:
-    """'embedded' builds (or reuses) the tiny base model in the cache, 'embedded_trace' the trace task's; anything
-    else is passed through."""
-    if config.model.path not in ("embedded", "embedded_trace"):
+    """'embedded' builds (or reuses) the tiny base model in the cache, 'embedded_trace' the trace task's,
+    'embedded_tool' the tool task's; anything else is passed through."""
+    if config.model.path not in ("embedded", "embedded_trace", "embedded_tool"):
         return config.model.path
     from actors.runtime import cache_dir
-    from rlpost.embedded.model import ensure_base_model, trace_settings
+    from rlpost.embedded.model import ensure_base_model, tool_settings, trace_settings
 
     if config.model.path == "embedded_trace":
         return str(ensure_base_model(cache_dir() / "base_model_trace", trace_settings()))
+    if config.model.path == "embedded_tool":
+        return str(ensure_base_model(cache_dir() / "base_model_tool", tool_settings()))
     return str(ensure_base_model(cache_dir() / "base_model"))
 
 
@@ -50,6 +53,7 @@ class Setup:
     train: list[Prompt]
     eval: list[Prompt]
     notes: list[str]
+    env: EnvPlan | None = None  # the environment section, checked (multi-turn recipes)
 
 
 def prepare(config: RootConfig) -> Setup:
@@ -68,11 +72,13 @@ def prepare(config: RootConfig) -> Setup:
     except (OSError, ValueError) as err:
         raise DataError(f"model.path {model_path!r}: cannot load its tokenizer: {str(err).splitlines()[0]}") from None
     check_vocabulary(model_path, tokenizer, config.model.trust_remote_code)
-    train = to_prompts(load_rows(config.data, config.data.train_split), config.data, tokenizer, "train")
+    env = check_environments(config, tokenizer)
+    tools = env.schemas() if env is not None and env.format == "chat" else None
+    train = to_prompts(load_rows(config.data, config.data.train_split), config.data, tokenizer, "train", tools)
     evaluation = []
     if config.data.eval_split:
         rows = load_rows(config.data, config.data.eval_split)
-        evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split),
+        evaluation = per_source(to_prompts(rows, config.data, tokenizer, config.data.eval_split, tools),
                                 config.data.n_eval_per_source)
     check_prompt_forms([(config.data.train_split, train), (config.data.eval_split, evaluation)])
     for warning in check_against_data(config, train, evaluation):  # what cannot work raises RecipeError
@@ -86,7 +92,7 @@ def prepare(config: RootConfig) -> Setup:
         make_sampler(config.sampler, train, config.algorithm.prompts_per_step, config.run.seed)
     except ValueError as err:
         raise RecipeError(f"sampler section: {err}") from None
-    return Setup(model_path, tokenizer, train, evaluation, notes)
+    return Setup(model_path, tokenizer, train, evaluation, notes, env)
 
 
 def run_column_names(config: RootConfig) -> list[str]:

@@ -25,7 +25,7 @@ from rlpost.prepass import accuracy_only, rif_filter
 from rlpost.recipes import to_yaml
 from rlpost.rollouts import Rollouts, run_columns
 from rlpost.sampling import make_sampler
-from rlpost.types import LearnerGroup, Prompt
+from rlpost.types import LearnerGroup, Prompt, Workers
 
 if TYPE_CHECKING:
     from actors.build import Cluster
@@ -158,7 +158,7 @@ def _start_cluster(config: RootConfig, setup: Setup, run_dir: Path) -> Cluster:
     from actors.placement import placement_report
 
     started = time.perf_counter()
-    cluster = start_cluster(config, setup.model_path)
+    cluster = start_cluster(config, setup.model_path, setup.env.settings if setup.env else None)
     print(f"[rlpost] actors ready in {time.perf_counter() - started:.0f}s "
           f"({config.rollout.num_engines} vLLM engine(s), {config.learner.world_size} DeepSpeed rank(s) "
           f"ZeRO-{config.learner.zero_stage}, {config.reward.num_workers} reward worker(s), "
@@ -171,6 +171,15 @@ def _start_cluster(config: RootConfig, setup: Setup, run_dir: Path) -> Cluster:
     return cluster
 
 
+def make_rollouts(config: RootConfig, workers: Workers, setup: Setup) -> Rollouts:
+    """The run's generate-and-score path: single completions, or episodes when the recipe has environments."""
+    if setup.env is None:
+        return Rollouts(config, workers.rollout, workers.reward)
+    from rlpost.app.environments import episode_rollouts
+
+    return episode_rollouts(config, workers.rollout, workers.reward, setup.env, setup.tokenizer)
+
+
 def _probe_sequences(config: RootConfig, setup: Setup) -> list[list[int]]:
     """The fixed sequences whose vLLM and learner logprobs are compared after every sync."""
     return [p.token_ids + [setup.tokenizer.eos_token_id] for p in setup.train[: config.sync.probe_sequences]]
@@ -179,7 +188,7 @@ def _probe_sequences(config: RootConfig, setup: Setup) -> list[list[int]]:
 def _first_step(config: RootConfig, cluster: Cluster, setup: Setup, log: MetricsLog) -> Started:
     """A fresh run's step 0: the sync probe, the RIF filter, the sampler, the eval before training."""
     workers, probe = cluster.workers, _probe_sequences(config, setup)
-    rollouts = Rollouts(config, workers.rollout, workers.reward)
+    rollouts = make_rollouts(config, workers, setup)
     prompts, first = setup.train, {"sync/probe_max_abs_diff": probe_diff(workers.rollout, workers.learner, probe)}
     if config.sampler.rif_k:
         prompts, rif_metrics = _rif_filter(config, rollouts, prompts)
@@ -211,7 +220,8 @@ def _restore(config: RootConfig, cluster: Cluster, setup: Setup, state: dict[str
     allocator = make_allocator(config.allocator, config.rollout.samples_per_prompt)
     allocator.load_state_dict(state["allocator"])
     trainer = Trainer(config, cluster.workers, sampler, allocator=allocator,
-                      probe_sequences=_probe_sequences(config, setup))
+                      rollouts=make_rollouts(config, cluster.workers, setup), probe_sequences=_probe_sequences(config,
+                                                                                                              setup))
     trainer.version = state.get("policy_version", 0)
     trainer.pipeline.load_state_dict(state.get("pending", []), by_uid)
     if trainer.collector.partial is not None:

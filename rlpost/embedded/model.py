@@ -48,12 +48,15 @@ class BuildSettings:
     task: str = "sum"  # 'sum': answer only; 'trace': a scratchpad of partial sums, then '#' and the answer
     merge_p: float = 0.0  # trace: share of SFT targets with random steps merged
     skip_p: float = 0.0  # trace: share of SFT targets with no steps ('#17')
+    tool_p: float = 0.0  # tool: share of SFT targets that call the add tool (rlpost/embedded/tools.py)
 
     def fingerprint(self) -> str:
         settings = asdict(self)
         if self.task == "sum":  # fields added with the trace task leave the digit-sum model's fingerprint as it was
             for name in ("task", "merge_p", "skip_p"):
                 settings.pop(name)
+        if self.task != "tool":  # added with the tool task: the other models' fingerprints stay as they were
+            settings.pop("tool_p")
         text = json.dumps({"version": BUILD_VERSION, **settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -64,6 +67,33 @@ def trace_settings() -> BuildSettings:
     trace6, 8% on trace7 (never seen), so RL has a graded task; about a minute on one core."""
     return BuildSettings(task="trace", sft_steps=400, max_new_tokens=56, merge_p=0.2, skip_p=0.05,
                          mixture={"trace3": 0.2, "trace4": 0.25, "trace5": 0.3, "trace6": 0.25, "trace7": 0.0})
+
+
+def tool_settings() -> BuildSettings:
+    """The tool task's base model. Digit-sum prompts ('3527=', sum3-sum9) are answered directly, or with the add tool
+    in 15% of SFT targets, so sampling calls it now and then and greedy decoding rarely; sum13 is never seen. The
+    skill of calling (copying the digits, then the result) is taught apart, on '3527?' prompts of 3-13 digits that
+    always call the tool (the 'call' share), so it is in reach when RL makes '=' prompts call."""
+    return BuildSettings(task="tool", sft_steps=1500, max_new_tokens=32, tool_p=0.15,
+                         mixture={"sum3": 0.25, "sum5": 0.15, "sum7": 0.1, "sum9": 0.1, "call": 0.4})
+
+
+def _call_rows(settings: BuildSettings) -> list[dict[str, str]]:
+    """The tool task's always-call SFT rows: '?' prompts of 3 to 13 digits."""
+    from rlpost.embedded.tasks import make_rows
+
+    rows = [r for k in range(3, 14) for r in make_rows(f"sum{k}", settings.n_train_per_source // 4,
+                                                        settings.data_seed + 7)]
+    return [{**r, "prompt": r["prompt"][:-1] + "?", "data_source": "call"} for r in rows]
+
+
+def _target(settings: BuildSettings, prompt: str, answer: str, rng: Any) -> list[tuple[str, bool]]:
+    """A prompt's SFT completion as (text, trained) parts."""
+    from rlpost.embedded.tools import sft_parts
+
+    if settings.task == "tool":
+        return sft_parts(prompt, rng, settings.tool_p)
+    return [(answer if settings.task == "sum" else sft_target(prompt, rng, settings.merge_p, settings.skip_p), True)]
 
 
 def model_config(settings: BuildSettings | None = None) -> LlamaConfig:
@@ -99,11 +129,13 @@ def _sft_batches(settings: BuildSettings, tokenizer: Any, rows: list[dict[str, s
         seqs, labels = [], []
         for row in picked:
             prompt = tokenizer(row["prompt"])["input_ids"]
-            target = (row["answer"] if settings.task == "sum"
-                      else sft_target(row["prompt"], rng, settings.merge_p, settings.skip_p))
-            answer = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            seqs.append(prompt + answer)
-            labels.append([-100] * len(prompt) + answer)
+            seq, lab_row = list(prompt), [-100] * len(prompt)
+            for text, trained in _target(settings, row["prompt"], row["answer"], rng):
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                seq += ids
+                lab_row += ids if trained else [-100] * len(ids)
+            seqs.append(seq + [tokenizer.eos_token_id])
+            labels.append(lab_row + [tokenizer.eos_token_id])
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
         lab = torch.full((len(seqs), width), -100)
@@ -142,6 +174,52 @@ def greedy_accuracy(model: Any, tokenizer: Any, rows: list[dict[str, str]], max_
     return {source: sum(v) / len(v) for source, v in sorted(correct.items())}
 
 
+def greedy_tool_episodes(model: Any, tokenizer: Any, rows: list[dict[str, str]], max_new_tokens: int,
+                         force_call: bool = False) -> dict[str, dict[str, float]]:
+    """The tool task's greedy episodes in plain torch: per data_source the accuracy and the share of episodes that
+    called the tool. A model turn ends at EOS or at a ']' that closes a tag call, which the environment answers
+    (rlpost/embedded/tools.py); `force_call` starts every completion with '[add:' (is the tool in reach?)."""
+    import torch
+
+    from rlpost.embedded.tools import DigitTools, score
+    from rlpost.episodes import call_tag_tool, environment_tools, parse_tag_call
+
+    tools = environment_tools(DigitTools())
+    DigitTools.reset(tools["add"].__self__)  # type: ignore[attr-defined]  # the bound method's instance
+    prompts = [tokenizer(r["prompt"])["input_ids"] for r in rows]
+    done = [False] * len(rows)
+    completions = [tokenizer("[add:", add_special_tokens=False)["input_ids"] if force_call else [] for _ in rows]
+    called = [force_call] * len(rows)
+    model.eval()
+    for _ in range(max_new_tokens):
+        live = [i for i in range(len(rows)) if not done[i]]
+        if not live:
+            break
+        seqs = [prompts[i] + completions[i] for i in live]
+        width = max(map(len, seqs))
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(q)) + q for q in seqs])
+        mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs])
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+        for i, token in zip(live, logits[:, -1].argmax(-1).tolist()):
+            if token == tokenizer.eos_token_id:
+                done[i] = True
+                continue
+            completions[i].append(token)
+            call = parse_tag_call(tokenizer.decode(completions[i])) if token == tokenizer.convert_tokens_to_ids("]") \
+                else None
+            if call is not None:
+                called[i] = True
+                completions[i] += tokenizer(call_tag_tool(tools, call)[0], add_special_tokens=False)["input_ids"]
+    model.train()
+    out: dict[str, dict[str, list[float]]] = {}
+    for row, completion, was_called in zip(rows, completions, called):
+        stats = out.setdefault(row["data_source"], {"accuracy": [], "call_rate": []})
+        stats["accuracy"].append(score(tokenizer.decode(completion, skip_special_tokens=True), row["answer"]))
+        stats["call_rate"].append(float(was_called))
+    return {source: {k: sum(v) / len(v) for k, v in stats.items()} for source, stats in sorted(out.items())}
+
+
 def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: Any = print) -> dict[str, Any]:
     """Train the base model from scratch (seeded SFT), save it in Hugging Face format, and report pass rates."""
     import torch
@@ -149,6 +227,7 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
 
     from rlpost.embedded.tasks import make_suite
     from rlpost.embedded.tokenizer import TRACE_CHARS, build_tokenizer, save_tokenizer
+    from rlpost.embedded.tools import TOOL_CHARS
 
     s = settings or BuildSettings()
     start = time.perf_counter()
@@ -156,10 +235,14 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
     torch.set_num_threads(1)  # tiny matrices: one thread is as fast and keeps runs reproducible
     try:
         torch.manual_seed(s.seed)
-        extra = TRACE_CHARS if s.task == "trace" else ""
+        extra = {"trace": TRACE_CHARS, "tool": TOOL_CHARS}.get(s.task, "")
         tokenizer = build_tokenizer(extra)
         suite = (make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed) if s.task == "sum" else
-                 make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed, sources=tuple(s.mixture)))
+                 make_suite(s.n_train_per_source, s.n_eval_per_source, seed=s.data_seed,
+                            sources=tuple(k for k in s.mixture if k != "call")))
+        if s.task == "tool":
+            suite["train"] += _call_rows(s)
+            suite["test"] += make_suite(0, s.n_eval_per_source, seed=s.data_seed, sources=("sum13",))["test"]
         model = LlamaForCausalLM(model_config(s))
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.98), weight_decay=0.01)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -176,7 +259,12 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
             schedule.step()
             if step % 250 == 0:
                 log(f"[base model] SFT step {step}/{s.sft_steps} loss {loss.item():.4f}")
-        accuracy = greedy_accuracy(model, tokenizer, suite["test"], s.max_new_tokens, task=s.task)
+        if s.task == "tool":
+            accuracy = greedy_tool_episodes(model, tokenizer, suite["test"], s.max_new_tokens)
+            forced = greedy_tool_episodes(model, tokenizer, suite["test"], s.max_new_tokens, force_call=True)
+            accuracy = {k: {**v, "forced_call_accuracy": forced[k]["accuracy"]} for k, v in accuracy.items()}
+        else:
+            accuracy = greedy_accuracy(model, tokenizer, suite["test"], s.max_new_tokens, task=s.task)
     finally:
         torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
