@@ -24,7 +24,6 @@ from rlpost.pipeline import rollout_lag
 from rlpost.types import (
     CompactShard,
     GenerationRequest,
-    RewardPool,
     RewardRequest,
     RewardResult,
     RolloutEngine,
@@ -282,7 +281,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str, env: EnvS
     def reward_worker(slot: int, replacement: bool = True) -> Any:
         handle = reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
         if env is not None and replacement:  # queued behind the constructor; a failure shows at its next call
-            handle.env_start.remote(env)
+            handle.env_start.remote(env)  # type: ignore[union-attr]  # a Ray actor handle's method
         return handle
 
     rollouts: list[Any] = [rollout_engine(i) for i in range(config.rollout.num_engines)]

@@ -64,6 +64,11 @@ class RolloutWorker:
             trust_remote_code=model_cfg.trust_remote_code,
             worker_extension_cls="actors.rollout.WeightLoadExtension",
         )
+        if not cuda:
+            # A seeded request whose prefill is chunked makes vLLM rewind its sampling generator, which CPU
+            # generators cannot do ("CPU Generator does not use offset"): episodes' long continuation prompts hit
+            # the batch token cap, so on CPU a prompt is always prefilled whole.
+            kwargs["enable_chunked_prefill"] = False
         if cuda:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization,
                           tensor_parallel_size=cfg.tensor_parallel_size)

@@ -31,7 +31,6 @@ from rlpost.choices import (
     KlEstimator,
     LossAggregation,
     MemoryExtract,
-    ToolFormatKind,
     OnGenRoundsExhausted,
     PartialLoss,
     PlacementStrategy,
@@ -43,6 +42,7 @@ from rlpost.choices import (
     SingletonRule,
     StdDdof,
     TisLevel,
+    ToolFormatKind,
     Transport,
     ZeroStage,
     is_choice,
@@ -84,7 +84,8 @@ def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasse
 class ModelConfig:
     path: str = doc("Hugging Face model id or local directory; 'embedded' builds (once) the tiny character-level "
                     "base model into .cache/base_model, 'embedded_trace' the reasoning-trace task's into "
-                    ".cache/base_model_trace", "embedded")
+                    ".cache/base_model_trace, 'embedded_tool' the tool-use task's into .cache/base_model_tool",
+                    "embedded")
     dtype: Dtype = doc("parameter dtype in vLLM and the learner: float32 or bfloat16 (never float16 on CPU)",
                        "float32")
     trust_remote_code: bool = doc("passed to transformers and vLLM when loading the model", False)
@@ -390,8 +391,8 @@ class MemoryConfig:
 @dataclass(frozen=True)
 class EnvironmentConfig:
     factory: str = doc("TRL environment_factory: a class (or zero-argument callable) whose instances are episodes' "
-                       "environments: 'pkg.module:Class' or 'path/file.py:Class'; its public methods are tools, reset(**row) starts an episode, get_reward() "
-                       "scores it; empty = none", "")
+                       "environments, 'pkg.module:Class' or 'path/file.py:Class'; its public methods are tools, "
+                       "reset(**row) starts an episode, get_reward() scores it; empty = none", "")
     factories: dict[str, str] = doc("several environments by name (specs as in factory); each row's 'environment' "
                                     "column picks one", factory=dict)
     tools: list[str] = doc("plain tool functions ('pkg.module:fn', 'path/file.py:fn'), offered in every episode",

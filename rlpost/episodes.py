@@ -13,8 +13,7 @@ an optional `get_reward() -> float` scores the finished episode.
 Tag format (the embedded model's alphabet): the model writes `[name:argument]`; the environment answers `[=result]`,
 or `[!error]` when the call failed (TRL feeds errors back to the model too). The argument is converted by the type
 hint of the tool's first parameter (int, float or str).
-Leaves out (next sessions): the generation loop in the rollout worker, chat-template tool calls, the loss mask in
-the learner's shards, environments in the reward-worker pool.
+The driver runs episodes in rlpost/multiturn.py; environments live in the reward workers (actors/env_host.py).
 """
 
 from __future__ import annotations
@@ -117,7 +116,7 @@ def call_tag_tool(tools: dict[str, Callable[..., Any]], call: ToolCall) -> tuple
     try:
         result = fn(value)
     except Exception as err:
-        return f"[!{type(err).__name__}]", f"tool {call.name!r} raised:\n{traceback.format_exc()}"
+        return f"[!{type(err).__name__.lower()}]", f"tool {call.name!r} raised:\n{traceback.format_exc()}"
     if not isinstance(result, (str, int, float)) or isinstance(result, bool):
         return f"[!bad result from {call.name}]", (f"tool {call.name!r} returned {type(result).__name__}; a "
                                                    "tag-format tool returns str, int or float")

@@ -236,7 +236,7 @@ def _turn_seed(base: int, index: int, turn: int) -> int:
 def episode_metrics(groups: list[Group], prefix: str = "env/") -> dict[str, float]:
     """Per-episode means of turns, tool calls, tool errors and tokens by role, the share of episodes that called a
     tool (overall and per data_source), and the environments' mean get_reward(); empty without episodes."""
-    samples = [(g.prompt.data_source, s) for g in groups for s in g.samples if s.episode]
+    samples = [(g.prompt.data_source, s) for g in groups for s in g.samples if getattr(s, "episode", None)]
     if not samples:
         return {}
     n = float(len(samples))

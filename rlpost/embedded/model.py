@@ -259,10 +259,11 @@ def build_base_model(out_dir: Path, settings: BuildSettings | None = None, log: 
             schedule.step()
             if step % 250 == 0:
                 log(f"[base model] SFT step {step}/{s.sft_steps} loss {loss.item():.4f}")
+        accuracy: dict[str, Any]
         if s.task == "tool":
-            accuracy = greedy_tool_episodes(model, tokenizer, suite["test"], s.max_new_tokens)
+            episodes = greedy_tool_episodes(model, tokenizer, suite["test"], s.max_new_tokens)
             forced = greedy_tool_episodes(model, tokenizer, suite["test"], s.max_new_tokens, force_call=True)
-            accuracy = {k: {**v, "forced_call_accuracy": forced[k]["accuracy"]} for k, v in accuracy.items()}
+            accuracy = {k: {**v, "forced_call_accuracy": forced[k]["accuracy"]} for k, v in episodes.items()}
         else:
             accuracy = greedy_accuracy(model, tokenizer, suite["test"], s.max_new_tokens, task=s.task)
     finally:

@@ -33,7 +33,9 @@ def _timing(key: str) -> bool:
 
 MODES = {"sync": ["rollout.mode=sync"], "one_step_off": ["rollout.mode=one_step_off", "allocator.kind=gvm_online"],
          "memory": ["rollout.mode=sync", "memory.exploit_weight=1", "memory.explore_weight=1",
-                    "memory.explore_phase=4", "memory.extract=all"]}
+                    "memory.explore_phase=4", "memory.extract=all"],
+         "tools": ["rollout.mode=one_step_off"]}
+RECIPE = {"tools": "tools"}  # multi-turn episodes with the add tool (recipes/tools.yaml), ahead of their step
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -42,9 +44,11 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     on those rollouts (none is lost or regenerated with other weights), so it too repeats the run left alone. It
     runs online GVM, whose gradient-norm calls from the background collection must queue behind each step's
     training on the learner ranks for the two runs to agree. memory: Memory-R+'s memories come back from the
-    checkpoint, so steps 3 and 4 score the same and the memories at the end are the same."""
+    checkpoint, so steps 3 and 4 score the same and the memories at the end are the same. tools: episodes (model and
+    environment turns, the environment-token mask) are what the pending batch holds, and the episodes of the steps
+    after it repeat too."""
     alone, killed = tmp_path / "alone", tmp_path / "killed"
-    args = [*ARGS, *MODES[mode]]
+    args = [RECIPE.get(mode, ARGS[0]), *ARGS[1:], *MODES[mode]]
     result = run_cli("train", *args, f"run.output_dir={alone}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -72,7 +76,7 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stdout and "from step_000002" in result.stdout
     a, b = _metrics(alone), _metrics(killed)
-    if mode != "one_step_off":
+    if mode not in ("one_step_off", "tools"):
         assert pending == []
     else:  # step 3's batch, stored: its tokens are the ones step 3 trained on in both runs
         assert [p["step"] for p in pending] == [3] and pending[0]["tokens"] == a[3]["tokens/generated"]
@@ -84,6 +88,9 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     (run_a,), (run_b,) = list(alone.iterdir()), list(killed.iterdir())
     assert json.loads((run_a / "eval.json").read_text())["after"] == json.loads((run_b / "eval.json").read_text())[
         "after"]
+    if mode == "tools":  # episodes called the tool, the stored batch kept their environment-token masks
+        assert all(a[s]["env/call_rate"] > 0 and a[s]["env/env_tokens"] > 0 for s in (1, 2, 3, 4))
+        assert any(not m for g in pending[0]["generated"] for s in g["samples"] for m in s.get("env_mask", [True]))
     if mode == "memory":
         assert a[4]["memory/explore_keys"] >= 4 and a[4]["reward/memory_explore"] > 0  # both terms at work
         ends = [json.loads((r / "checkpoints" / "step_000004" / "driver.json").read_text())["memory"]

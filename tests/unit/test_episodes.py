@@ -80,7 +80,7 @@ def test_tag_calls_parse_run_and_report_errors():
         return n * 2
 
     reply, error = call_tag_tool({"boom": boom}, ToolCall("boom", "1"))
-    assert reply == "[!RuntimeError]" and "Traceback" in error and "tool broke" in error
+    assert reply == "[!runtimeerror]" and "Traceback" in error and "tool broke" in error
     reply, error = call_tag_tool({"garbage": garbage}, ToolCall("garbage", "1"))
     assert reply.startswith("[!bad result") and "returned object" in error
     assert call_tag_tool({"typed": typed}, ToolCall("typed", "21")) == ("[=42]", None)
