@@ -226,3 +226,46 @@ def test_env_host_turns_a_raising_hanging_or_garbage_tool_into_a_counted_error(m
         assert host.finish([1, 2]) == [(2.0, ""), (0.0, "")]
     finally:
         host.close()
+
+
+def test_a_chat_format_episode_is_the_templates_rendering_of_the_whole_conversation():
+    """With a Qwen-style tool template: prompt + every model and environment turn, as the runner assembles them,
+    equal the template's own tokenization of [user, assistant(tool call), tool, assistant]; reward functions get the
+    turns as messages."""
+    import json
+
+    from rlpost.episodes import tool_schema
+    from rlpost.tool_formats import ChatFormat
+    from tests.unit.test_tool_formats import qwen_like_tokenizer
+
+    tok = qwen_like_tokenizer()
+    tools = [tool_schema("add", DigitTools().add)]
+    fmt = ChatFormat(tok, tools)
+    user = [{"role": "user", "content": "digit sum of 3527?"}]
+    prompt_ids = fmt.render_prompt(user)
+    call = '<tool_call>\n{"name": "add", "arguments": {"digits": "3527"}}\n</tool_call>'
+    turns = iter([tok.encode(call + "<|im_end|>", add_special_tokens=False),
+                  tok.encode("17<|im_end|>", add_special_tokens=False)])
+
+    class Engine:
+        def generate(self, requests):
+            return [[Sample(r.prompt_uid, np.asarray(t, np.int32), np.zeros(len(t), np.float32), "", "stop")]
+                    for r, t in zip(requests, [next(turns) for _ in requests])]
+
+    class Envs(LocalEnvs):
+        def env_step(self, items):
+            return [(str(environment_tools(self.open[k])[name](**arguments)), "", "")
+                    for k, name, arguments, _ in items]
+
+    runner = EpisodeRunner(Engine(), Envs(), fmt, tok, max_turns=3, max_model_len=4096, chat=True)
+    p = Prompt(0, "digit sum of 3527?", prompt_ids, "17", "s", {"answer": "17"}, messages=user)
+    (sample,) = runner.generate([p], [GenerationRequest(0, prompt_ids, 1, 512, 1.0, 1.0, 5)])[0]
+    conversation = [*user, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "add", "arguments": {"digits": "3527"}}}]},
+        {"role": "tool", "name": "add", "content": "17"}, {"role": "assistant", "content": "17"}]
+    text = tok.apply_chat_template(conversation, tools=tools, tokenize=False)
+    assert prompt_ids + sample.token_ids.tolist() == tok.encode(text.rstrip("\n"), add_special_tokens=False)
+    assert [m["role"] for m in sample.messages] == ["assistant", "tool", "assistant"]
+    assert sample.messages[1] == {"role": "tool", "name": "add", "content": "17"}
+    assert json.loads(sample.messages[0]["content"].split("<tool_call>")[1].split("</tool_call>")[0])["name"] == "add"
+    assert sample.episode["tool_calls"] == 1.0 and 0 < sample.episode["env_tokens"] < len(sample.token_ids)
