@@ -55,7 +55,8 @@ def evaluate(rollouts: Rollouts, prompts: list[Prompt], run: dict[str, Any], sam
     for group in scored:
         by_source[group.prompt.data_source].append(mean([s.accuracy for s in group.samples]))
         lengths += [float(len(s.token_ids)) for s in group.samples]
-    calls = {k: v for k, v in episode_metrics(scored, "").items() if k.startswith("call_rate")}  # episodes only
+    calls = {k if "/" in k else f"{k}/all": v  # episodes only; every key has a '/' (no data_source is named so)
+             for k, v in episode_metrics(scored, "").items() if k.startswith("call_rate")}
     return {**accuracy_with_error(by_source), "len/mean": mean(lengths), **calls}
 
 
