@@ -49,6 +49,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int) -> None:
                         help="start no run: summarise the finished ones in --out for --seeds")
 
 
+def arms_parser(doc: str | None, steps: int, arms: list[str], out: str, **defaults: object
+                ) -> argparse.ArgumentParser:
+    """A benchmark's command line: the shared run options, --arms (the first is the baseline), --out and extra
+    recipe overrides."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, steps=steps)
+    parser.set_defaults(**defaults)
+    parser.add_argument("--arms", nargs="+", choices=arms, default=arms,
+                        help="the first is the baseline the others are compared with")
+    parser.add_argument("--out", default=str(REPO / "runs" / out))
+    parser.add_argument("override", nargs="*", help="extra key=value recipe overrides for every arm")
+    return parser
+
+
 def run_overrides(arm_overrides: list[str], seed: int, args: argparse.Namespace, name: str) -> list[str]:
     """The recipe overrides of one run: the arm's, then the benchmark's shared settings, then the user's."""
     return [*arm_overrides, f"run.steps={args.steps}", f"run.eval_every={args.eval_every}",
@@ -142,6 +156,16 @@ def run_all(arms: dict[str, list[str]], args: argparse.Namespace) -> dict[tuple[
             if result is not None:
                 results[(arm, seed)] = result
     return results
+
+
+def run_paired(arms: dict[str, list[str]], args: argparse.Namespace) -> tuple[dict[tuple[str, int], dict], list[int]]:
+    """Every run of --seeds (run_all), and the seeds every arm has finished; exits when there is none."""
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    results = run_all(arms, args)
+    seeds = complete_seeds(results, list(arms), args.seeds)
+    if not seeds:
+        raise SystemExit(f"bench: no seed of {args.seeds} has every arm finished in {args.out}")
+    return results, seeds
 
 
 def complete_seeds(results: dict, arms: list[str], seeds: list[int]) -> list[int]:

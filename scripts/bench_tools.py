@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _paired import REPO, add_run_arguments, complete_seeds, run_all  # noqa: E402
+from _paired import arms_parser, run_paired  # noqa: E402
 
 ARMS = {"tools": [], "no_tools": ["environment.factory=''"]}
 
@@ -89,20 +89,11 @@ def report(rows: dict, seeds: list[int], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, steps=60)
-    parser.set_defaults(seeds=[0, 1], eval_per_source=100)
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--out", default=str(REPO / "runs" / "bench_tools"))
-    parser.add_argument("override", nargs="*", help="extra key=value recipe overrides for every arm")
+    parser = arms_parser(__doc__, 60, list(ARMS), "bench_tools", seeds=[0, 1], eval_per_source=100)
     args = parser.parse_args()
     args.recipe = "tools"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = run_all({arm: ARMS[arm] for arm in args.arms}, args)
-    seeds = complete_seeds(results, args.arms, args.seeds)
-    if not seeds:
-        raise SystemExit(f"bench: no seed of {args.seeds} has every arm finished in {args.out}")
+    results, seeds = run_paired({arm: ARMS[arm] for arm in args.arms}, args)
     rows = {key: run_values(result) for key, result in results.items() if key[1] in seeds}
     summary = {"seeds": seeds, "runs": {f"{arm}-s{seed}": v for (arm, seed), v in rows.items()},
                "settings": vars(args), "wall_s": time.perf_counter() - started}

@@ -30,15 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _paired import (  # noqa: E402
-    REPO,
     accuracy,
-    add_run_arguments,
+    arms_parser,
     auc,
-    complete_seeds,
     fmt_ci,
     overlay_report,
     paired,
-    run_all,
+    run_paired,
 )
 
 ARMS = {
@@ -91,21 +89,11 @@ def report(summary: dict, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, steps=80)
-    parser.set_defaults(seeds=[0, 1, 2, 3], eval_per_source=100)
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
-                        help="the first is the baseline the others are compared with")
-    parser.add_argument("--out", default=str(REPO / "runs" / "bench_trace"))
-    parser.add_argument("override", nargs="*", help="extra key=value recipe overrides for every arm")
+    parser = arms_parser(__doc__, 80, list(ARMS), "bench_trace", seeds=[0, 1, 2, 3], eval_per_source=100)
     args = parser.parse_args()
     args.recipe = "trace"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = run_all({arm: ARMS[arm] for arm in args.arms}, args)
-    seeds = complete_seeds(results, args.arms, args.seeds)
-    if not seeds:
-        raise SystemExit(f"bench: no seed of {args.seeds} has every arm finished in {args.out}")
+    results, seeds = run_paired({arm: ARMS[arm] for arm in args.arms}, args)
     summary = summarise(results, seeds, args.arms, args.metric)
     summary["settings"], summary["wall_s"] = vars(args), time.perf_counter() - started
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))

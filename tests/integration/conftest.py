@@ -30,6 +30,19 @@ def make_random_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A small local Ray of the module's own, or the one already running (another module's, or the stack's)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """(config, cluster, tokenizer, train prompts) on a fresh local Ray (actors/build.py `Cluster`)."""

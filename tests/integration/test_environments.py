@@ -7,26 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from actors.build import RewardClient
 from actors.env_host import EnvSettings
 from actors.reward import RewardSettings, RewardWorker
 
 HERE = Path(__file__).parent
 SPEC = "trl_inventory:Inventory"  # a dotted path: the module is found on PYTHONPATH, as a user's package would be
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def _workers(tag_format: bool) -> tuple[RewardClient, list, list]:

@@ -23,19 +23,6 @@ def form(prompts, completions, completion_ids, trainer_state, **kw):
 '''
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A small local Ray of its own, or the one the module's neighbours already started."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _chat_recipe(tmp_path, functions):
     """A recipe on a jsonl file of message-list prompts, with a character tokenizer given a chat template."""
     from rlpost.embedded.model import model_config
