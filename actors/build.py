@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from actors.calls import ActorDiedError, call, replace_dead
@@ -73,9 +74,9 @@ class RolloutClient:
         self.rejoin(slot)
         self.replaced += 1
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
+    def sequence_logprobs(self, sequences: list[list[int]], base: bool = False) -> list[list[list[float]]]:
         """Per engine, the logprobs of the sequences (the probe compares every engine)."""
-        return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "rollout.sequence_logprobs",
+        return call([h.sequence_logprobs.remote(sequences, base) for h in self.handles], "rollout.sequence_logprobs",
                     self.timeout_s)
 
 
@@ -107,8 +108,8 @@ class LearnerClient:
 
         return wait
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
-        return call([h.sequence_logprobs.remote(sequences) for h in self.handles], "learner.sequence_logprobs",
+    def sequence_logprobs(self, sequences: list[list[int]], base: bool = False) -> list[list[float]]:
+        return call([h.sequence_logprobs.remote(sequences, base) for h in self.handles], "learner.sequence_logprobs",
                     self.timeout_s)[0]
 
     def reference_kl(self, sequences: list[list[int]], prompt_lens: list[int], estimator: str) -> list[float]:
@@ -124,8 +125,8 @@ class LearnerClient:
         """Per rank, whether a reference model is loaded (tests check none is when kl_coef is 0)."""
         return call([h.has_reference.remote() for h in self.handles], "learner.has_reference", self.timeout_s)
 
-    def save_hf(self, path: str) -> None:
-        call([h.save_hf.remote(path) for h in self.handles], "learner.save_hf", self.timeout_s)
+    def save_hf(self, path: str, merged: bool = False) -> None:
+        call([h.save_hf.remote(path, merged) for h in self.handles], "learner.save_hf", self.timeout_s)
 
     def save_state(self, path: str) -> None:
         call([h.save_state.remote(path) for h in self.handles], "learner.save_state", self.timeout_s)
@@ -227,6 +228,11 @@ def worst_chunk_s(reward: RewardConfig) -> float:
     return len(reward.functions) * calls * (reward.timeout_s + 30.0)
 
 
+def lora_mode(config: RootConfig) -> str:
+    """What a LoRA run's weight sync sends ('adapter' or 'merged'); '' for full-weight runs."""
+    return config.sync.lora if config.model.lora_rank else ""
+
+
 def resolve_transport(config: RootConfig) -> str:
     """sync.transport with 'auto' resolved: NCCL when this machine has CUDA and the engines get GPUs, else CPU."""
     from actors.runtime import has_cuda
@@ -276,7 +282,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str, env: EnvS
 
     def rollout_engine(slot: int) -> Any:
         return rollout_cls.options(**placements["rollout"].options(slot)).remote(
-            model_path, config.model, config.rollout, slot, transport)
+            model_path, config.model, config.rollout, slot, transport, lora_mode(config))
 
     def reward_worker(slot: int, replacement: bool = True) -> Any:
         handle = reward_cls.options(**placements["reward"].options(slot)).remote(reward_settings(config.reward))
@@ -292,7 +298,7 @@ def build_workers(config: RootConfig, model_path: str, transport: str, env: EnvS
     call([h.ping.remote() for h in rewards], "reward worker start", timeout)
     if env is not None:
         call([h.env_start.remote(env) for h in rewards], "reward worker environments start", timeout)
-    sync = make_weight_sync(transport, learners, rollouts, config.sync.bucket_mb, timeout)
+    sync = make_weight_sync(transport, learners, rollouts, config.sync.bucket_mb, timeout, lora_mode(config))
     workers = Workers(
         rollout=RolloutClient(rollouts, timeout, rollout_engine, rejoin=sync.rejoin),
         learner=LearnerClient(learners, timeout),
@@ -315,8 +321,8 @@ class LocalEngine:
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         return self.worker.generate(requests)
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[list[float]]]:
-        return [self.worker.sequence_logprobs(sequences)]
+    def sequence_logprobs(self, sequences: list[list[int]], base: bool = False) -> list[list[list[float]]]:
+        return [self.worker.sequence_logprobs(sequences, base)]
 
 
 class LocalRewardPool:
@@ -352,8 +358,18 @@ def local_engines(config: RootConfig, model_path: str, env: EnvSettings | None =
     worker = RewardWorker(reward_settings(config.reward))
     if env is not None:
         worker.env_start(env)
-    return (LocalEngine(RolloutWorker(model_path, config.model, config.rollout, 0)),
-            LocalRewardPool(worker, config.reward.chunk_size))
+    adapter = Path(model_path) / "adapter_config.json"
+    if adapter.is_file():  # a LoRA checkpoint: its base model with the saved adapter
+        import dataclasses
+        import json
+
+        saved = json.loads(adapter.read_text())
+        model = dataclasses.replace(config.model, lora_rank=int(saved["r"]))
+        engine = RolloutWorker(saved["base_model_name_or_path"], model, config.rollout, 0, lora="adapter",
+                               adapter_path=model_path)
+    else:
+        engine = RolloutWorker(model_path, config.model, config.rollout, 0)
+    return LocalEngine(engine), LocalRewardPool(worker, config.reward.chunk_size)
 
 
 def reward_settings(reward: RewardConfig) -> RewardSettings:

@@ -61,8 +61,18 @@ def load_model(path: str, cfg: ModelConfig) -> Any:
     transformers' own annotations reject `.to`)."""
     from transformers import AutoModelForCausalLM
 
-    extra = {} if cfg.attn_implementation == "auto" else {"attn_implementation": cfg.attn_implementation}
+    extra: dict[str, Any] = {} if cfg.attn_implementation == "auto" else {"attn_implementation":
+                                                                          cfg.attn_implementation}
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    if cfg.load_in_4bit:  # QLoRA: NF4 base (bitsandbytes, CUDA), computed in the recipe's dtype
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        extra["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                          bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+                                                     device_map={"": torch.cuda.current_device()}, **extra)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **extra)
 
 
@@ -127,11 +137,16 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(self.cfg.seed)
         model = load_model(self.model_path, self.model_cfg)
-        if use_cuda:
+        if use_cuda and not self.model_cfg.load_in_4bit:  # a 4-bit model is placed on the GPU as it loads
             model = model.cuda()
         self.shape = (matmul_params(model), int(getattr(model.config, "num_hidden_layers", 0)),
                       int(getattr(model.config, "hidden_size", 0)))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=(self.cfg.betas[0], self.cfg.betas[1]),
+        if self.model_cfg.lora_rank:
+            from actors.lora import wrap
+
+            model = wrap(model, self.model_cfg)  # the base is frozen: the optimizer holds the adapter only
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.cfg.lr, betas=(self.cfg.betas[0], self.cfg.betas[1]),
                                       eps=self.cfg.adam_eps, weight_decay=self.cfg.weight_decay)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                config=ds_config(self.cfg, self.model_cfg.dtype))
@@ -139,35 +154,64 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
             self._load_reference()
 
     def _load_reference(self) -> None:
-        """The frozen initial policy, from the same files the learner started from."""
+        """The frozen initial policy, from the same files the learner started from; with LoRA none is loaded: the
+        reference is the model with its adapter off."""
+        if self.model_cfg.lora_rank:
+            return
         self.reference = load_model(self.model_path, self.model_cfg).to(self.device)
         self.reference.eval().requires_grad_(False)
 
     def has_reference(self) -> bool:
-        return self.reference is not None
+        return self.reference is not None or bool(self.model_cfg.lora_rank)
+
+    def _reference_logprobs(self, *args: Any) -> torch.Tensor:
+        """The reference policy's token logprobs (no graph): the loaded copy, or the base with the adapter off."""
+        with torch.no_grad():
+            if self.model_cfg.lora_rank:
+                with self.engine.module.disable_adapter():
+                    return token_logprobs(self.engine, *args)[0]
+            if self.reference is None:
+                self._load_reference()
+            return token_logprobs(self.reference, *args)[0]
+
+    def _memory(self) -> dict[str, float]:
+        """What this rank holds, as train sums: trainable parameters and process peak RSS (largest rank), optimizer
+        state in MB (added over ranks)."""
+        import resource
+
+        from actors.lora import trainable_parameters
+
+        optimizer = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)  # DeepSpeed's ZeRO wrapper
+        state = [t for per_param in optimizer.state.values() if isinstance(per_param, dict)
+                 for t in per_param.values() if torch.is_tensor(t)]
+        return {"trainable_params_max": float(trainable_parameters(self.engine.module)),
+                "optimizer_state_mb": sum(t.numel() * t.element_size() for t in state) / 2**20,
+                "peak_rss_mb_max": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     @property
     def device(self) -> torch.device:
         return self.engine.device
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
-        """Logprob of every token after the first, per sequence (all ranks run it: ZeRO-3 forwards are collective)."""
+    def sequence_logprobs(self, sequences: list[list[int]], base: bool = False) -> list[list[float]]:
+        """Logprob of every token after the first, per sequence (all ranks run it: ZeRO-3 forwards are collective);
+        `base`: a LoRA model's with its adapter off."""
+        import contextlib
+
         ids, attn = pad_rows(sequences)
         self.engine.eval()
-        with torch.no_grad():
+        off = self.engine.module.disable_adapter() if base and self.model_cfg.lora_rank else contextlib.nullcontext()
+        with torch.no_grad(), off:
             lp, _ = token_logprobs(self.engine, ids.to(self.device), attn.to(self.device))
         self.engine.train()
         return [lp.cpu()[i, : len(s) - 1].tolist() for i, s in enumerate(sequences)]
 
     def reference_kl(self, sequences: list[list[int]], prompt_lens: list[int], estimator: str) -> list[float]:
         """Per sequence, the KL estimate to the reference summed over its completion tokens (KL-in-reward)."""
-        if self.reference is None:
-            self._load_reference()
         ids, attn = pad_rows(sequences)
         ids, attn = ids.to(self.device), attn.to(self.device)
         with torch.no_grad():
             lp, _ = token_logprobs(self.engine, ids, attn)
-            ref, _ = token_logprobs(self.reference, ids, attn)
+        ref = self._reference_logprobs(ids, attn)
         kl = kl_estimate(lp, ref, estimator).cpu()
         return [float(kl[i, p - 1: len(s) - 1].sum()) for i, (s, p) in enumerate(zip(sequences, prompt_lens))]
 
@@ -234,24 +278,25 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
                 grad_norm = float(self.engine.get_global_grad_norm() or 0.0)
                 _accumulate(sums, {"grad_norm": grad_norm / self.world_size}, 1.0 / (k * epochs))
         sums["loss"] = sums.get("loss", 0.0) / k
+        sums.update(self._memory())
         self.version += 1
         return sums
 
     def _frozen_logprobs(self, micro: LearnerBatch, off_policy: bool, with_ref: bool) -> tuple[Any, Any]:
         """(old logprobs or None when on-policy, reference logprobs or None) of one micro-batch, on the CPU."""
-        if with_ref and self.reference is None:  # a loss spec with KL on a group started without one
-            self._load_reference()
         if not off_policy and not with_ref:
             return None, None
         on = micro.to(self.device)
         args = (on.input_ids_BT, on.attention_mask_BT, "none", on.position_ids_BT)
         with torch.no_grad():
             old = token_logprobs(self.engine, *args)[0].cpu() if off_policy else None
-            ref = token_logprobs(self.reference, *args)[0].cpu() if with_ref else None
+        ref = self._reference_logprobs(*args).cpu() if with_ref else None
         return old, ref
 
-    def save_hf(self, path: str) -> None:
-        """Write a Hugging Face checkpoint (weights, config, tokenizer) of the current policy, atomically.
+    def save_hf(self, path: str, merged: bool = False) -> None:
+        """Write a Hugging Face checkpoint (weights, config, tokenizer) of the current policy, atomically; with LoRA
+        the adapter in PEFT's format (`PeftModel.from_pretrained(base, path)`), and with `merged` also the merged
+        model in `path/merged`.
 
         All ranks gather (ZeRO-3); rank 0 writes into a temporary folder and renames it into place, so a crash
         never leaves a half-written checkpoint at `path`.
@@ -260,17 +305,38 @@ class LearnerWorker(ObjectStoreSender, NativeVllmSender):
 
         from transformers import AutoTokenizer
 
-        state = dict(self._iter_full_params())
+        lora = bool(self.model_cfg.lora_rank)
+        state = self._lora_state(merged) if lora else {"": dict(self._iter_full_params())}
         if self.rank != 0:
             return
         tmp = f"{path}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        AutoTokenizer.from_pretrained(self.model_path,
-                                      trust_remote_code=self.model_cfg.trust_remote_code).save_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.model_cfg.trust_remote_code)
+        module = self.engine.module
+        if lora:
+            module.save_pretrained(tmp, state_dict=state["adapter"], safe_serialization=True)
+            if merged:
+                module.get_base_model().save_pretrained(os.path.join(tmp, "merged"), state_dict=state["merged"],
+                                                        safe_serialization=True)
+                tokenizer.save_pretrained(os.path.join(tmp, "merged"))
+        else:
+            module.save_pretrained(tmp, state_dict=state[""], safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
         if os.path.exists(path):
             shutil.rmtree(path)
         os.replace(tmp, path)
+
+    def _lora_state(self, merged: bool) -> dict[str, dict[str, Any]]:
+        """The adapter's state (full PEFT names, as save_pretrained filters them) and, when asked, the merged
+        weights under 'merged' (every rank gathers)."""
+        from actors.lora import gathered, merged_params
+
+        adapter = {}
+        for name, param in self.engine.module.named_parameters():
+            if "lora_" in name:
+                with gathered([param]):
+                    adapter[name] = param.detach().to("cpu", copy=True)
+        return {"adapter": adapter, **({"merged": dict(merged_params(self.engine.module))} if merged else {})}
 
     def save_state(self, path: str) -> None:
         """DeepSpeed checkpoint of this rank (weights, optimizer, scheduler, ZeRO partitions) under `path`; a

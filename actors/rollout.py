@@ -24,6 +24,11 @@ from rlpost.config import ModelConfig, RolloutConfig
 from rlpost.types import GenerationRequest, Sample
 
 
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest LoRA rank vLLM accepts as max_lora_rank that holds `rank`."""
+    return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+
+
 class WeightLoadExtension:
     """Mixed into vLLM's worker class (worker_extension_cls): reloads weights in place from object-store buckets.
 
@@ -51,7 +56,7 @@ class RolloutWorker:
     """A vLLM engine behind typed methods (wrapped by `ray.remote` in actors/build.py)."""
 
     def __init__(self, model_path: str, model_cfg: ModelConfig, cfg: RolloutConfig, engine_index: int,
-                 weight_transfer: str = "cpu") -> None:
+                 weight_transfer: str = "cpu", lora: str = "", adapter_path: str = "") -> None:
         cuda = has_cuda()
         if not cuda:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -64,6 +69,9 @@ class RolloutWorker:
             trust_remote_code=model_cfg.trust_remote_code,
             worker_extension_cls="actors.rollout.WeightLoadExtension",
         )
+        if lora == "adapter":  # serve the base with the learner's adapter (load_adapter), never changing the base
+            kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(model_cfg.lora_rank), max_loras=2,
+                          max_cpu_loras=2)
         if not cuda:
             # A seeded request whose prefill is chunked makes vLLM rewind its sampling generator, which CPU
             # generators cannot do ("CPU Generator does not use offset"): episodes' long continuation prompts hit
@@ -82,6 +90,12 @@ class RolloutWorker:
         self.llm = LLM(**kwargs)
         self.engine_index = engine_index
         self.weight_version = 0  # the learner's policy version of the weights loaded last (0: the start weights)
+        self.lora: Any = None  # the LoRARequest of the adapter in use (None: the base alone)
+        self.lora_enabled = lora == "adapter"
+        if adapter_path:  # `rlpost eval` of a LoRA checkpoint: a saved PEFT adapter on the base
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("checkpoint", 1, adapter_path)
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
         """Completions for each request, in request order."""
@@ -93,7 +107,7 @@ class RolloutWorker:
                                  logprobs=0 if r.temperature > 0 else None, seed=r.seed,
                                  stop=list(r.stop) or None, include_stop_str_in_output=bool(r.stop))
                   for r in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
         groups = []
         for request, output in zip(requests, outputs):
             samples = []
@@ -113,12 +127,18 @@ class RolloutWorker:
             groups.append(samples)
         return groups
 
-    def sequence_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
-        """vLLM's logprob of every token after the first (prompt logprobs), for the sync probe."""
+    def sequence_logprobs(self, sequences: list[list[int]], base: bool = False) -> list[list[float]]:
+        """vLLM's logprob of every token after the first (prompt logprobs), for the sync probe (`base`: without the
+        LoRA adapter). With LoRA enabled,
+        one sequence per call: vLLM 0.32's CPU LoRA logits path fails on prompt logprobs of several prompts at
+        once (its sampler indices count prompts, not prompt tokens)."""
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        outputs = self.llm.generate([cast(Any, {"prompt_token_ids": s}) for s in sequences], params, use_tqdm=False)
+        batches = [[s] for s in sequences] if self.lora_enabled else [sequences]
+        outputs = [out for batch in batches for out in self.llm.generate(
+            [cast(Any, {"prompt_token_ids": s}) for s in batch], params, use_tqdm=False,
+            lora_request=None if base else self.lora)]
         per_sequence: list[Any] = [out.prompt_logprobs for out in outputs]  # None for the first token
         return [[step[tok].logprob for tok, step in zip(seq[1:], steps[1:])]
                 for seq, steps in zip(sequences, per_sequence)]
@@ -130,6 +150,32 @@ class RolloutWorker:
         self.llm.reset_prefix_cache()
         self.weight_version = version
         return loaded
+
+    def load_adapter(self, bucket_refs: list[Any], version: int, config: dict[str, Any]) -> int:
+        """LoRA: the learner's adapter of policy `version` (PEFT names and config) written to a local folder and
+        loaded into vLLM; later requests use it, the previous adapter is dropped. Returns the tensors loaded."""
+        import json
+        import shutil
+        import tempfile
+
+        import ray
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        tensors = {name: tensor.contiguous() for ref in bucket_refs for name, tensor in ray.get(ref)}
+        folder = tempfile.mkdtemp(prefix=f"rlpost-adapter-v{version}-")
+        save_file(tensors, f"{folder}/adapter_model.safetensors")
+        with open(f"{folder}/adapter_config.json", "w") as out:
+            json.dump(config, out)
+        request = LoRARequest(f"policy-v{version}", version + 1, folder)
+        self.llm.llm_engine.add_lora(request)  # load now: a bad adapter fails the sync, not a later generate
+        old, self.lora = self.lora, request
+        if old is not None and old.lora_int_id != request.lora_int_id:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+            shutil.rmtree(old.lora_path, ignore_errors=True)
+        self.llm.reset_prefix_cache()
+        self.weight_version = version
+        return len(tensors)
 
     def set_weight_version(self, version: int) -> None:
         """GPU transports: the policy version of the weights just transferred (stamped on later samples)."""

@@ -37,14 +37,16 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:06d}"
 
 
-def save(run_dir: Path, step: int, learner: Any, driver_state: dict[str, Any], keep_last: int) -> Path:
-    """Write the checkpoint of `step` atomically (see the module docstring) and prune old ones."""
+def save(run_dir: Path, step: int, learner: Any, driver_state: dict[str, Any], keep_last: int,
+         merged: bool = False) -> Path:
+    """Write the checkpoint of `step` atomically (see the module docstring) and prune old ones; `merged`: a LoRA
+    run's merged model too."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     learner.save_state(str(tmp / "learner"))
-    learner.save_hf(str(tmp / "hf"))
+    learner.save_hf(str(tmp / "hf"), merged)
     (tmp / "driver.json").write_text(json.dumps({"step": step, **driver_state}))
     (tmp / MARKER).write_text(str(step))
     _fsync_dir(tmp)

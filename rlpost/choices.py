@@ -41,6 +41,7 @@ ToolFormatKind = Literal["auto", "tag", "chat"]  # how tool calls are written (r
 MemoryExtract = Literal["trace", "tag", "all"]  # the reasoning Memory-R+ stores (rlpost/episodic.py extract)
 ZeroStage = Literal[0, 1, 2, 3]
 Backend = Literal["auto", "gloo", "nccl"]
+LoraSync = Literal["adapter", "merged"]  # what a LoRA run's weight sync sends (actors/weight_sync.py)
 Transport = Literal["auto", "cpu", "nccl", "ipc"]
 PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 # The named policies of reward.on_error; the key also takes a number (the score failed samples get), so it is

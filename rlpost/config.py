@@ -29,6 +29,7 @@ from rlpost.choices import (
     DynamicSamplingMetric,
     GradNorm,
     KlEstimator,
+    LoraSync,
     LossAggregation,
     MemoryExtract,
     OnGenRoundsExhausted,
@@ -93,6 +94,17 @@ class ModelConfig:
         "attention kernel of the learner's model (transformers' attn_implementation; vLLM picks its own): 'auto' "
         "keeps transformers' default (sdpa); 'eager' trains faster in bf16 on a CPU (README, Throughput); "
         "'flash_attention_2' (GPU, flash-attn installed) lets packed rows (learner.packing) skip masked pairs", "auto")
+    lora_rank: int = doc("LoRA (PEFT) rank r of the adapters the learner trains instead of every weight; 0 = full "
+                         "weights. The base stays frozen, the reference policy is the base with the adapter off, and "
+                         "weight sync sends the adapter only (sync.lora)", 0, range=f"[0, {MAX_TOKENS}]")
+    lora_alpha: int = doc("LoRA alpha: the adapter's update is scaled by alpha / rank", 16, range=f"[1, {MAX_TOKENS}]")
+    lora_dropout: float = doc("dropout on the adapters' input while training (0 keeps the learner's logprobs equal "
+                              "to vLLM's)", 0.0, range="[0, 1)")
+    lora_target_modules: list[str] = doc("modules that get adapters (names of the model's linear layers)",
+                                         factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                          "up_proj", "down_proj"])
+    load_in_4bit: bool = doc("QLoRA: the frozen base is loaded in 4-bit NF4 on the learner (bitsandbytes, GPU only; "
+                             "needs lora_rank > 0)", False)
 
 
 @dataclass(frozen=True)
@@ -280,6 +292,10 @@ class SyncConfig:
                          range=f"[1, {MAX_RESOURCE}]")
     probe_sequences: int = doc("fixed token sequences whose vLLM and learner logprobs are compared after each sync",
                                4, range=f"[0, {MAX_COUNT}]")
+    lora: LoraSync = doc("with model.lora_rank: 'adapter' sends only the adapter each sync and vLLM serves the base "
+                         "with it (vLLM's LoRA support); 'merged' sends full weights with the adapter merged in on "
+                         "the fly (for engines that cannot serve LoRA; the learner's base is never changed)",
+                         "adapter")
 
 
 @dataclass(frozen=True)
@@ -447,6 +463,8 @@ class CheckpointConfig:
                      "steps (0 = never; SIGTERM still saves one)", 0, range=f"[0, {MAX_STEPS}]")
     keep_last: int = doc("complete checkpoints kept per run (older ones are deleted once a newer one is in place)", 2,
                          range=f"[1, {MAX_COUNT}]")
+    save_merged: bool = doc("with model.lora_rank: also write the merged model (full weights) as 'merged/' beside "
+                            "the adapter in every checkpoint and in run_dir/final", False)
     on_sigterm: bool = doc("on SIGTERM, finish the step in flight, save a checkpoint and stop", True)
     stop_grace_s: int = doc("with `rlpost submit`: seconds `ray job stop` waits after its SIGTERM (the step in flight "
                             "and the checkpoint) before it sends SIGKILL; Ray's own default is 3", 600,

@@ -101,6 +101,9 @@ class Trainer:
         with timer.phase("sync"):                                     # 7. weights into vLLM, then probe
             metrics.update(self.workers.weight_sync.sync())
             metrics["sync/probe_max_abs_diff"] = self.probe()
+            if self.config.model.lora_rank and self.config.sync.lora == "adapter":  # the base never takes a merge
+                metrics["sync/base_probe_max_abs_diff"] = probe_diff(self.workers.rollout, self.workers.learner,
+                                                                     self.probe_sequences, base=True)
         return metrics
 
     def advantages(self, kept: list[Group], generated: list[Group]) -> dict[str, float]:
@@ -140,6 +143,7 @@ class Trainer:
             positions, trained = sums.pop("positions", 0.0), sums.pop("trained_positions", 0.0)
             perf = {"perf/padding_frac": 1.0 - trained / positions} if positions else {}
             perf.update({f"perf/{key}": sums.pop(key, float("nan")) for key in ("model_flops", "peak_flops")})
+            perf.update({f"memory/{name}": sums.pop(key) for key, name in MEMORY_KEYS.items() if key in sums})
             return {**{f"train/{key}": value for key, value in sums.items()}, **perf}
 
         return metrics
@@ -161,13 +165,20 @@ class Trainer:
         return metrics
 
 
-def probe_diff(rollout: RolloutEngine, learner: LearnerGroup, sequences: list[list[int]]) -> float:
-    """Largest |vLLM logprob - learner logprob| over `sequences` and every engine (NaN without sequences)."""
+# the learner's memory sums (actors/learner.py `_memory`) -> memory/* metric names
+MEMORY_KEYS = {"trainable_params_max": "trainable_params", "optimizer_state_mb": "optimizer_state_mb",
+               "peak_rss_mb_max": "learner_peak_rss_mb"}
+
+
+def probe_diff(rollout: RolloutEngine, learner: LearnerGroup, sequences: list[list[int]], base: bool = False
+               ) -> float:
+    """Largest |vLLM logprob - learner logprob| over `sequences` and every engine (NaN without sequences); `base`:
+    of a LoRA run's base alone (vLLM without the adapter, the learner with it off), which must never move."""
     if not sequences:
         return float("nan")
-    reference = learner.sequence_logprobs(sequences)
-    return max(abs(a - b) for engine in rollout.sequence_logprobs(sequences) for seq_e, seq_l in zip(engine, reference)
-               for a, b in zip(seq_e, seq_l))
+    reference = learner.sequence_logprobs(sequences, base)
+    return max(abs(a - b) for engine in rollout.sequence_logprobs(sequences, base) for seq_e, seq_l in
+               zip(engine, reference) for a, b in zip(seq_e, seq_l))
 
 
 def step_timing(timer: PhaseTimer, wall_s: float, tokens: float) -> dict[str, float]:

@@ -63,6 +63,7 @@ def check_values(config: RootConfig, origin: str) -> None:
     _check_ranges(config, origin)
     _check_reward(config.reward, origin, config.environment.enabled)
     _check_environment(config, origin)
+    _check_lora(config, origin)
     unknown = [name for name in config.run.loggers if name not in values_of(Logger)]
     if unknown:
         raise RecipeError(f"{origin}: key 'run.loggers' has {unknown}; allowed: {', '.join(values_of(Logger))}")
@@ -186,6 +187,25 @@ def _check_embedded_sources(config: RootConfig, origin: str) -> None:
     if config.model.path in ("embedded", "embedded_trace", "embedded_tool") and config.model.path != wanted:
         raise RecipeError(f"{origin}: key 'model.path' is {config.model.path!r} but data.embedded_sources are "
                           f"{'trace' if traces else 'digit-sum'} sources; use model.path={wanted}")
+
+
+def _check_lora(config: RootConfig, origin: str) -> None:
+    """LoRA keys that cannot work together."""
+    model = config.model
+    if model.load_in_4bit and not model.lora_rank:
+        raise RecipeError(f"{origin}: key 'model.load_in_4bit' needs model.lora_rank > 0 (QLoRA trains adapters on a "
+                          "frozen 4-bit base)")
+    if not model.lora_rank:
+        return
+    if not model.lora_target_modules:
+        raise RecipeError(f"{origin}: key 'model.lora_target_modules' is empty; name the linear layers that get "
+                          "adapters (e.g. [q_proj, v_proj])")
+    if config.allocator.kind in ("gvm", "gvm_online"):
+        raise RecipeError(f"{origin}: key 'allocator.kind' is {config.allocator.kind!r}, whose gradient norms are "
+                          "taken on the embedding or lm_head, which LoRA leaves frozen; use allocator.kind=fixed")
+    if model.load_in_4bit and config.learner.zero_stage == 3:
+        raise RecipeError(f"{origin}: key 'learner.zero_stage' is 3, which cannot shard a 4-bit base "
+                          "(model.load_in_4bit); use stage 0-2")
 
 
 def _check_environment(config: RootConfig, origin: str) -> None:

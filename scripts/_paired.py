@@ -64,13 +64,16 @@ def arms_parser(doc: str | None, steps: int, arms: list[str], out: str, **defaul
 
 
 def run_overrides(arm_overrides: list[str], seed: int, args: argparse.Namespace, name: str) -> list[str]:
-    """The recipe overrides of one run: the arm's, then the benchmark's shared settings, then the user's."""
+    """The recipe overrides of one run: the arm's, then the benchmark's shared settings (the learning rate unless
+    the arm sets its own), then the user's."""
+    own_lr = any(o.startswith("learner.lr=") for o in arm_overrides)  # an arm may need its own (LoRA)
     return [*arm_overrides, f"run.steps={args.steps}", f"run.eval_every={args.eval_every}",
             f"run.eval_samples={args.eval_samples}", f"run.seed={seed}", f"rollout.seed={seed}",
             f"learner.seed={seed}", "run.max_train_minutes=0", f"run.name={name}",
             f"run.output_dir={Path(args.out) / 'runs'}", "run.save_final=false", "run.progress_bar=false",
             "run.tensorboard=false", f"data.n_eval_per_source={args.eval_per_source}",
-            f"algorithm.prompts_per_step={args.prompts}", f"learner.lr={args.lr}", *args.override]
+            f"algorithm.prompts_per_step={args.prompts}", *([] if own_lr else [f"learner.lr={args.lr}"]),
+            *args.override]
 
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, arm_overrides: list[str]) -> dict | None:

@@ -87,7 +87,8 @@ def train(config: RootConfig) -> RunResult:
         run = _restore(config, cluster, setup, resume) if resume else _first_step(config, cluster, setup, log)
 
         def save(step: int) -> Path:
-            return checkpoints.save(run_dir, step, cluster.learner, run.driver_state(), config.checkpoint.keep_last)
+            return checkpoints.save(run_dir, step, cluster.learner, run.driver_state(), config.checkpoint.keep_last,
+                                    config.checkpoint.save_merged)
 
         try:
             steps, seconds, stopped = _train_loop(config, run.trainer, log, setup.eval,
@@ -244,8 +245,9 @@ def _finish(config: RootConfig, run: Started, learner: LearnerGroup, evaluation:
         print("\nheld-out greedy accuracy\n" + accuracy_table(before, after), flush=True)
     if config.run.save_final:
         final = run_dir / "final"
-        learner.save_hf(str(final))
-        print(f"[rlpost] Hugging Face checkpoint: {final}", flush=True)
+        learner.save_hf(str(final), config.checkpoint.save_merged)
+        what = "LoRA adapter (PEFT)" if config.model.lora_rank else "Hugging Face checkpoint"
+        print(f"[rlpost] {what}: {final}", flush=True)
     return after
 
 

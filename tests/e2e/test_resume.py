@@ -34,7 +34,8 @@ def _timing(key: str) -> bool:
 MODES = {"sync": ["rollout.mode=sync"], "one_step_off": ["rollout.mode=one_step_off", "allocator.kind=gvm_online"],
          "memory": ["rollout.mode=sync", "memory.exploit_weight=1", "memory.explore_weight=1",
                     "memory.explore_phase=4", "memory.extract=all"],
-         "tools": ["rollout.mode=one_step_off"]}
+         "tools": ["rollout.mode=one_step_off"],
+         "lora": ["rollout.mode=sync", "model.lora_rank=8", "learner.lr=2e-3"]}
 RECIPE = {"tools": "tools"}  # multi-turn episodes with the add tool (recipes/tools.yaml), ahead of their step
 
 
@@ -46,7 +47,8 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tmp_path, mode):
     training on the learner ranks for the two runs to agree. memory: Memory-R+'s memories come back from the
     checkpoint, so steps 3 and 4 score the same and the memories at the end are the same. tools: episodes (model and
     environment turns, the environment-token mask) are what the pending batch holds, and the episodes of the steps
-    after it repeat too."""
+    after it repeat too. lora: the adapter and its optimizer state come back from the learner's checkpoint and the
+    resumed run syncs the adapter into vLLM before its first step."""
     alone, killed = tmp_path / "alone", tmp_path / "killed"
     args = [RECIPE.get(mode, ARGS[0]), *ARGS[1:], *MODES[mode]]
     result = run_cli("train", *args, f"run.output_dir={alone}", timeout=900)

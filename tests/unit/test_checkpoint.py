@@ -22,7 +22,7 @@ class FileLearner:
         Path(path).mkdir(parents=True)
         (Path(path) / "rank0.pt").write_text("state")
 
-    def save_hf(self, path: str) -> None:
+    def save_hf(self, path: str, merged: bool = False) -> None:
         if self.fail_at_hf:
             raise KeyboardInterrupt("interrupted while writing weights")
         from pathlib import Path
