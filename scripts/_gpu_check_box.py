@@ -44,11 +44,11 @@ REQUIRED = (
     "mistral-common", "pycountry", "pydantic-extra-types", "compressed-tensors", "depyf", "astor", "dill",
     "watchfiles", "python-json-logger", "pybase64", "cbor2", "ijson", "setproctitle", "openai-harmony", "cachetools",
     "gguf", "uvicorn", "omegaconf", "antlr4-python3-runtime", "math-verify", "latex2sympy2-extended", "tensorboardx",
-    "hjson", "ninja", "py-cpuinfo", "msgpack", "einops", "nvidia-ml-py",
+    "hjson", "ninja", "py-cpuinfo", "msgpack", "einops", "nvidia-ml-py", "peft", "bitsandbytes",
 )
 IF_MISSING = ("matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "accelerate")
 ROOTS = ("omegaconf", "math-verify", "tensorboardX", "hjson", "ninja", "py-cpuinfo", "msgpack", "einops",
-         "nvidia-ml-py", "matplotlib", "accelerate")  # resolved beside the pinned packages
+         "nvidia-ml-py", "matplotlib", "accelerate", "peft", "bitsandbytes")  # resolved beside the pinned packages
 MANIFEST = "manifest.json"
 ARCHIVE = "wheels.tar"
 STAMP = ".gpu_check_stamp"

@@ -328,10 +328,11 @@ def build_checks(gpus: int, work: Path, out: Path, probe_tol: float, stage: Path
 
     def train(name: str, what: str, transport: str, steps: int, extra: Sequence[str], ranks: int = 1,
               env: Mapping[str, str] | None = None, must_say: str = "", min_gpus: int = 1,
-              needs: tuple[str, ...] = ()) -> Check:
+              needs: tuple[str, ...] = (), tol: float | None = None) -> Check:
         where, where_env = placement(gpus, transport, ranks)
         return Check(name, what, train_argv(name, work, [*bf16, *where, f"run.steps={steps}", *extra]), 300,
-                     judge_run(steps, probe_tol, must_say), {**where_env, **(env or {})}, min_gpus, needs)
+                     judge_run(steps, probe_tol if tol is None else tol, must_say), {**where_env, **(env or {})},
+                     min_gpus, needs)
 
     fault = {"RLPOST_INJECT_FAULT": "rollout.generate:exit@3"}  # the engine dies generating step 3 of 4
     quick_where, quick_env = placement(gpus, "cpu", ranks=2)
@@ -358,6 +359,13 @@ def build_checks(gpus: int, work: Path, out: Path, probe_tol: float, stage: Path
               ["learner.zero_stage=2"], env=fault, must_say="replaced", needs=("sync-ipc",)),
         train("rejoin-nccl", "a vLLM engine exits mid-run; its replacement joins the NCCL transport", "nccl", 4,
               ["learner.zero_stage=2"], env=fault, must_say="replaced", min_gpus=2, needs=("sync-nccl",)),
+        train("lora", "LoRA (bf16 base, rank 16), adapter-only sync into vLLM's LoRA + probe", "cpu", 3,
+              ["model.lora_rank=16", "learner.zero_stage=2"], ranks=2),
+        train("lora-merged", "LoRA with merged weights synced instead (sync.lora=merged) + probe", "cpu", 3,
+              ["model.lora_rank=16", "sync.lora=merged", "learner.zero_stage=3"], ranks=2),
+        # the learner's base is 4-bit NF4 and vLLM's bf16: the probe measures that quantization gap too
+        train("qlora", "QLoRA (4-bit NF4 base, bitsandbytes), adapter-only sync; probe within 0.5", "cpu", 3,
+              ["model.lora_rank=16", "model.load_in_4bit=true", "learner.zero_stage=2"], tol=0.5),
         Check("quickstart", "recipes/quickstart.yaml (float32, CPU transport), GPU resources, 30 steps with eval",
               train_argv("quickstart", work, [*quick_where, "rollout.gpu_memory_utilization=0.25", "run.steps=30",
                                               "run.tensorboard=false", "run.progress_bar=false"]),

@@ -25,10 +25,11 @@ def _metrics(out: Path) -> dict[int, dict]:
 
 
 def _timing(key: str) -> bool:
-    """Keys that depend on the clock: timings, rates, and the peak FLOPs (measured, cached by whichever rank of
-    whichever run measures first) with the MFU made from them."""
+    """Keys that depend on the clock or the process: timings, rates, the peak FLOPs (measured, cached by whichever
+    rank of whichever run measures first) with the MFU made from them, and a learner process's peak RSS."""
     return (key.startswith("time/") or (key.startswith("sync/") and key.endswith("_s"))
-            or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops", "rollout/idle_frac"))
+            or key in ("timestamp", "perf/tokens_per_s", "perf/mfu", "perf/peak_flops", "rollout/idle_frac",
+                       "memory/learner_peak_rss_mb"))
 
 
 MODES = {"sync": ["rollout.mode=sync"], "one_step_off": ["rollout.mode=one_step_off", "allocator.kind=gvm_online"],

@@ -56,7 +56,8 @@ def test_check_list_order_gpus_and_selection(tmp_path):
     checks = gc.build_checks(1, tmp_path / "work", tmp_path / "out", 0.05, tmp_path / "wheels", tmp_path / "site")
     names = [c.name for c in checks]
     assert names == ["install", "env", "vllm-api", "vllm-generate", "learner-zero2", "learner-zero3", "sync-ipc",
-                     "sync-nccl", "rejoin-ipc", "rejoin-nccl", "quickstart", "async", "bench"]
+                     "sync-nccl", "rejoin-ipc", "rejoin-nccl", "lora", "lora-merged", "qlora", "quickstart", "async",
+                     "bench"]
     assert len(set(names)) == len(names)
     by_name = {c.name: c for c in checks}
     assert [n for n, c in by_name.items() if c.gpus == 2] == ["sync-nccl", "rejoin-nccl"]
@@ -78,7 +79,7 @@ def test_every_training_check_is_a_valid_recipe(gpus, tmp_path):
     checks = gc.build_checks(gpus, tmp_path / "work", tmp_path / "out", 0.05, tmp_path / "w", tmp_path / "s")
     trains = {c.name: c for c in checks if c.argv[1:4] == ("-m", "rlpost.app.cli", "train")}
     assert set(trains) == {"learner-zero2", "learner-zero3", "sync-ipc", "sync-nccl", "rejoin-ipc", "rejoin-nccl",
-                           "quickstart"}
+                           "lora", "lora-merged", "qlora", "quickstart"}
     configs = {name: load_config(c.argv[4], list(c.argv[5:])) for name, c in trains.items()}
     assert configs["learner-zero2"].learner.zero_stage == 2 and configs["learner-zero3"].learner.zero_stage == 3
     assert all(configs[n].model.dtype == "bfloat16" and configs[n].learner.lr == 1e-3 for n in trains
@@ -86,7 +87,10 @@ def test_every_training_check_is_a_valid_recipe(gpus, tmp_path):
     assert configs["quickstart"].model.dtype == "float32"  # the recipe as shipped
     assert {n: configs[n].sync.transport for n in trains} == {
         "learner-zero2": "cpu", "learner-zero3": "cpu", "sync-ipc": "ipc", "sync-nccl": "nccl", "rejoin-ipc": "ipc",
-        "rejoin-nccl": "nccl", "quickstart": "cpu"}
+        "rejoin-nccl": "nccl", "lora": "cpu", "lora-merged": "cpu", "qlora": "cpu", "quickstart": "cpu"}
+    assert {n: (configs[n].model.lora_rank, configs[n].sync.lora, configs[n].model.load_in_4bit)
+            for n in ("lora", "lora-merged", "qlora")} == {
+        "lora": (16, "adapter", False), "lora-merged": (16, "merged", False), "qlora": (16, "adapter", True)}
     for name in ("sync-ipc", "rejoin-ipc"):  # colocated on one GPU, the others hidden
         assert configs[name].resources.rollout_gpus + configs[name].resources.learner_gpus <= 1
         assert trains[name].env["CUDA_VISIBLE_DEVICES"] == "0"
