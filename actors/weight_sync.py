@@ -105,43 +105,39 @@ class CpuObjectStoreSync:
 
     def sync(self) -> dict[str, float]:
         start = time.perf_counter()
-        per_rank = call([h.named_weights.remote(self.bucket_bytes) for h in self.learners],
-                        "sync.gather (learner.named_weights)", self.timeout_s)
-        version, refs, size = per_rank[0]
+        version, refs, size, config = self._gather()
         gathered = time.perf_counter()
-        loaded = call([h.load_weights.remote(refs, version) for h in self.rollouts],
-                      "sync.load (rollout.load_weights)", self.timeout_s)
+        loaded = self._load(refs, version, config)
         return {"sync/gather_s": gathered - start, "sync/load_s": time.perf_counter() - gathered,
                 "sync/buckets": float(len(refs)), "sync/tensors_loaded": float(min(loaded)),
                 "sync/version": float(version), "sync/bytes": float(size)}
+
+    def _gather(self) -> tuple[int, list[Any], int, dict[str, Any]]:
+        """(policy version, bucket refs, bytes, what else the engines need) from every learner rank."""
+        version, refs, size = call([h.named_weights.remote(self.bucket_bytes) for h in self.learners],
+                                   "sync.gather (learner.named_weights)", self.timeout_s)[0]
+        return version, refs, size, {}
+
+    def _load(self, refs: list[Any], version: int, config: dict[str, Any]) -> list[int]:
+        return call([h.load_weights.remote(refs, version) for h in self.rollouts],
+                    "sync.load (rollout.load_weights)", self.timeout_s)
 
     def rejoin(self, slot: int) -> dict[str, float]:
         """A replacement engine in `slot` needs nothing set up: a full sync gives it the learner's weights."""
         return self.sync()
 
 
-class AdapterSync:
+class AdapterSync(CpuObjectStoreSync):
     """LoRA: ship only the adapter through the object store; each engine serves the base with the new adapter."""
 
-    def __init__(self, learner_handles: list[ActorHandle], rollout_handles: list[ActorHandle], bucket_mb: int,
-                 timeout_s: float) -> None:
-        self.learners, self.rollouts = learner_handles, rollout_handles
-        self.bucket_bytes, self.timeout_s = bucket_mb * 2**20, timeout_s
-
-    def sync(self) -> dict[str, float]:
-        start = time.perf_counter()
+    def _gather(self) -> tuple[int, list[Any], int, dict[str, Any]]:
         version, refs, config, size = call([h.adapter_weights.remote(self.bucket_bytes) for h in self.learners],
                                            "sync.gather (learner.adapter_weights)", self.timeout_s)[0]
-        gathered = time.perf_counter()
-        loaded = call([h.load_adapter.remote(refs, version, config) for h in self.rollouts],
-                      "sync.load (rollout.load_adapter)", self.timeout_s)
-        return {"sync/gather_s": gathered - start, "sync/load_s": time.perf_counter() - gathered,
-                "sync/buckets": float(len(refs)), "sync/tensors_loaded": float(min(loaded)),
-                "sync/version": float(version), "sync/bytes": float(size)}
+        return version, refs, size, config
 
-    def rejoin(self, slot: int) -> dict[str, float]:
-        """A replacement engine gets the current adapter with the next full round."""
-        return self.sync()
+    def _load(self, refs: list[Any], version: int, config: dict[str, Any]) -> list[int]:
+        return call([h.load_adapter.remote(refs, version, config) for h in self.rollouts],
+                    "sync.load (rollout.load_adapter)", self.timeout_s)
 
 
 def make_weight_sync(transport: str, learner_handles: list[ActorHandle], rollout_handles: list[ActorHandle],
