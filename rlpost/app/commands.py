@@ -42,6 +42,12 @@ def validate(config: RootConfig, offline: bool = False) -> list[str]:
                  f"{columns}")
     lines.append(f"reward plugins: {list(config.reward.functions)} accept those columns")
     lines += setup.notes  # the plugins' check hooks, e.g. which sandbox code_tests will use
+    if setup.env is not None:
+        offered = {name or "plain tools": sorted(entry["tools"]) for name, entry in setup.env.info.items()
+                   if name or entry["tools"]}
+        scored = sorted(setup.env.reward_names.values())
+        lines.append(f"environments ({setup.env.format} format): tools {offered}"
+                     + (f"; get_reward scores as {scored}" if scored else ""))
     lines.append(f"model and tokenizer: {setup.model_path}")
     lines.append(resources_line(config))
     return lines

@@ -44,6 +44,23 @@ def check_memory_embedder(config: RootConfig) -> None:
                           "package is not installed (pip install sentence-transformers), or use 'hashed'")
 
 
+def check_qlora(config: RootConfig) -> None:
+    """QLoRA's 4-bit base needs CUDA and bitsandbytes on the learner: said before any actor starts (on a machine
+    whose learners are elsewhere, resources.address, the check is left to them)."""
+    if not config.model.load_in_4bit or config.resources.address:
+        return
+    import importlib.util
+
+    from actors.runtime import has_cuda
+
+    if not has_cuda():
+        raise RecipeError("key 'model.load_in_4bit' needs a CUDA GPU on the learner (bitsandbytes' 4-bit base); "
+                          "this machine has none: train the LoRA adapter on the full-precision base instead "
+                          "(model.load_in_4bit=false)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RecipeError("key 'model.load_in_4bit' needs the bitsandbytes package (pip install bitsandbytes)")
+
+
 @dataclass
 class Setup:
     """What `prepare` found: the model's files, its tokenizer, the prompts and the reward plugins' notes."""
@@ -66,6 +83,7 @@ def prepare(config: RootConfig) -> Setup:
 
     check_loggers(config.run.loggers)  # a tracker that cannot run fails before the model is built
     check_memory_embedder(config)
+    check_qlora(config)
     model_path = resolve_model_path(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code)

@@ -103,3 +103,29 @@ def test_vllm_rank_is_the_smallest_it_accepts(rank, expected):
     from actors.rollout import vllm_lora_rank
 
     assert vllm_lora_rank(rank) == expected
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.load_in_4bit=true"], "needs model.lora_rank > 0"),
+    (["model.lora_rank=8", "allocator.kind=gvm"], "LoRA leaves frozen"),
+    (["model.lora_rank=8", "model.lora_target_modules=[]"], "lora_target_modules' is empty"),
+    (["model.lora_rank=8", "model.load_in_4bit=true", "learner.zero_stage=3"], "cannot shard a 4-bit base"),
+])
+def test_lora_keys_that_cannot_work_together_are_refused(overrides, message):
+    from rlpost.config import RecipeError
+    from rlpost.recipes import load_config
+
+    with pytest.raises(RecipeError, match=message):
+        load_config("quickstart", overrides)
+
+
+def test_qlora_on_a_machine_without_cuda_is_refused_before_any_actor_starts(monkeypatch):
+    import actors.runtime
+    from rlpost.app.prepare import check_qlora
+    from rlpost.config import RecipeError
+    from rlpost.recipes import load_config
+
+    monkeypatch.setattr(actors.runtime, "has_cuda", lambda: False)
+    with pytest.raises(RecipeError, match="needs a CUDA GPU"):
+        check_qlora(load_config("quickstart", ["model.lora_rank=8", "model.load_in_4bit=true"]))
+    check_qlora(load_config("quickstart", ["model.lora_rank=8"]))  # a plain LoRA run is fine anywhere

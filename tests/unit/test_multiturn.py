@@ -269,3 +269,17 @@ def test_a_chat_format_episode_is_the_templates_rendering_of_the_whole_conversat
     assert sample.messages[1] == {"role": "tool", "name": "add", "content": "17"}
     assert json.loads(sample.messages[0]["content"].split("<tool_call>")[1].split("</tool_call>")[0])["name"] == "add"
     assert sample.episode["tool_calls"] == 1.0 and 0 < sample.episode["env_tokens"] < len(sample.token_ids)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["environment.factory=a:B", "environment.factories={x: 'a:C'}"], "both set"),
+    (["environment.factory=a:B", "rollout.partial_max_tokens=8"], "partial_max_tokens"),
+    (["environment.factory=a:B", "algorithm.kl_in_reward=true", "algorithm.kl_coef=0.1"], "kl_in_reward"),
+    (["reward.functions=[]"], "reward.functions' is empty"),
+])
+def test_environment_keys_that_cannot_work_together_are_refused(overrides, message):
+    from rlpost.config import RecipeError
+    from rlpost.recipes import load_config
+
+    with pytest.raises(RecipeError, match=message):
+        load_config("quickstart", overrides)
