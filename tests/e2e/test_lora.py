@@ -4,8 +4,9 @@
   1e-3, and the base probe (vLLM without the adapter against the learner with it off) shows the base never moved;
   a sync sends a small fraction of the model's bytes; the saved adapter, loaded by PEFT, and the saved merged model
   give the same logprobs; `rlpost eval` of the adapter reproduces the run's own greedy accuracy.
-- merged sync: vLLM gets base + the current adapter each step (a merge that leaked into the base, or accumulated over
-  syncs, would break the probe from the second sync on)."""
+- merged sync, here under ZeRO-3 with a KL term: vLLM gets base + the current adapter each step (a merge that leaked
+  into the base, or accumulated over syncs, would break the probe from the second sync on); the KL reference is the
+  model with its adapter off (no second model)."""
 
 from __future__ import annotations
 
@@ -76,10 +77,12 @@ def test_eval_of_the_adapter_reproduces_the_runs_greedy_accuracy(adapter_run, tm
 
 
 def test_merged_sync_sends_base_plus_the_current_adapter(tmp_path, adapter_run):
-    result = run_cli("train", *ARGS, "sync.lora=merged", f"run.output_dir={tmp_path}", timeout=900)
+    result = run_cli("train", *ARGS, "sync.lora=merged", "learner.zero_stage=3", "algorithm.kl_coef=0.05",
+                     f"run.output_dir={tmp_path}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = _records(tmp_path)
     for step in (1, 2, 3):
         assert records[step]["sync/probe_max_abs_diff"] < 1e-3, records[step]
         assert "sync/base_probe_max_abs_diff" not in records[step]
+    assert abs(records[1]["train/kl_ref"]) < 1e-6 < records[3]["train/kl_ref"]  # the policy moved off its base
     assert records[3]["sync/bytes"] > 5 * _records(adapter_run)[3]["sync/bytes"]  # full weights, not the adapter
