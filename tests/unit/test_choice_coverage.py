@@ -222,7 +222,7 @@ COVERED_ELSEWHERE = {
     "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
     "AllocatorSchedule": "rlpost/collect.py (by_iteration); tests/unit/test_dynamic_sampling.py runs both",
     "MemoryExtract": "rlpost/episodic.py extract; tests/unit/test_episodic.py runs each",
-    "LoraSync": "actors/weight_sync.py make_weight_sync; tests/integration/test_lora.py syncs both ways",
+    "LoraSync": "actors/weight_sync.py make_weight_sync; tests/e2e/test_lora.py syncs both ways",
     "ToolFormatKind": "rlpost/tool_formats.py make_format; tests/unit/test_tool_formats.py runs each",
     "Logger": "rlpost/trackers.py open_trackers; tests/unit/test_trackers.py runs each (wandb, mlflow offline)",
 }
