@@ -93,8 +93,11 @@ def _describe(tools: dict[str, Any], who: str, tag_format: bool) -> dict[str, An
 def _env_open(_: Any, key: int, name: str, row: dict[str, Any]) -> tuple[str, Any]:
     from rewards import short_traceback
 
+    if _FACTORIES and name not in _FACTORIES:
+        return ("error", f"unknown environment {name!r} (the row's 'environment' column); environments: "
+                         f"{', '.join(sorted(_FACTORIES))}")
     try:
-        instance = _FACTORIES[name]() if name else None
+        instance = _FACTORIES[name]() if name in _FACTORIES else None  # none: plain tools only
         tools = {**_TOOLS, **(environment_tools(instance) if instance is not None else {})}
         observation = _settle(instance.reset(**row)) if instance is not None else None
     except BaseException:
@@ -111,6 +114,8 @@ def _env_call(_: Any, key: int, name: str, arguments: dict[str, Any], argument: 
     from rewards import short_traceback
     from rlpost.episodes import convert_argument
 
+    if key not in _OPEN:  # never sent by the host (it tracks open episodes); answered, not a crash of the child
+        return ("ok", (None, "environment lost", f"episode {key} has no open environment"))
     _, tools = _OPEN[key]
     fn = tools.get(name)
     if fn is None:
@@ -134,6 +139,8 @@ def _env_call(_: Any, key: int, name: str, arguments: dict[str, Any], argument: 
 def _env_reward(_: Any, key: int) -> tuple[str, Any]:
     from rewards import short_traceback
 
+    if key not in _OPEN:
+        return ("error", f"episode {key} has no open environment")
     instance, _tools = _OPEN[key]
     method = getattr(instance, "get_reward", None)
     if method is None:

@@ -154,7 +154,8 @@ class EpisodeRunner:
     def _add_model_turn(self, e: _Live, sample: Sample) -> None:
         ids = [int(t) for t in sample.token_ids]
         e.episode.turns.append(Turn("model", ids, [float(x) for x in sample.logprobs]))
-        e.version = sample.version if len(e.episode.turns) == 1 else e.version
+        if sum(t.role == "model" for t in e.episode.turns) == 1:  # the first model turn's weights (after any
+            e.version = sample.version                             # observation): later turns use the same ones
         if self.chat:
             e.messages.append({"role": "assistant", "content": self.tokenizer.decode(ids, skip_special_tokens=True)})
         if sample.finish_reason != "stop":

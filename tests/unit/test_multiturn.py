@@ -5,6 +5,7 @@ learner's shards, the budget and max_turns rules, seeds, observations, get_rewar
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,7 @@ def test_an_observation_is_an_environment_turn_after_the_prompt():
     (sample,), engine, _ = run(script, envs=LocalEnvs(observation="(hint)"))
     assert engine.requests[0].n == 1 and sample.token_ids.tolist() == ids("(hint)") + ids("17") + [EOS]
     assert sample.env_mask.tolist() == [False] * 6 + [True] * 3
+    assert sample.version == 3  # the engine's weights, stamped although the episode began with the observation
 
 
 def test_a_failed_reset_fails_its_sample_and_get_reward_is_a_reward_component():
@@ -209,8 +211,6 @@ def test_the_embedded_tool(digits, expected):
 def test_env_host_turns_a_raising_hanging_or_garbage_tool_into_a_counted_error(monkeypatch):
     """The worker's side with its real child process (no Ray): every failure is an error reply with its detail; a
     hang is killed at the timeout and the other episodes' state is replayed into the new child."""
-    from pathlib import Path
-
     from actors.env_host import EnvHost, EnvSettings
 
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parents[1] / "integration"))
@@ -283,3 +283,28 @@ def test_environment_keys_that_cannot_work_together_are_refused(overrides, messa
 
     with pytest.raises(RecipeError, match=message):
         load_config("quickstart", overrides)
+
+
+def test_plain_tools_without_an_environment_class(tmp_path, monkeypatch):
+    """`environment.tools` alone: every episode gets the functions, with no instance to reset or score; a row
+    naming an environment that does not exist is refused when there are environment classes."""
+    from actors.env_host import EnvHost, EnvSettings
+
+    (tmp_path / "plain_tools.py").write_text(
+        "def shout(text: str) -> str:\n    '''Upper-case a text.\n\n    Args:\n        text: The text.\n    '''\n"
+        "    return text.upper()\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).parents[1] / 'integration'}")
+    host = EnvHost(EnvSettings({}, ["plain_tools:shout"], True, timeout_s=5.0, memory_mb=0))
+    try:
+        assert host.info[""]["tools"] == {"shout": None}
+        assert host.open([(1, "default", {"prompt": "p"})]) == [(None, "")]
+        assert host.step([(1, "shout", {}, "abc")])[0][0] == "ABC"
+        assert host.finish([1]) == [(None, "")]  # no get_reward: no score, no error
+    finally:
+        host.close()
+    host = EnvHost(EnvSettings({"shop": "trl_inventory:Inventory"}, [], True, timeout_s=5.0, memory_mb=0))
+    try:
+        (observation, error), = host.open([(1, "shopp", {"prompt": "p"})])
+        assert observation is None and "unknown environment 'shopp'" in error and "shop" in error
+    finally:
+        host.close()
