@@ -27,6 +27,7 @@ class RolePlacement:
     role: str
     group: Any  # ray.util.placement_group.PlacementGroup
     bundles: list[dict[str, float]]
+    offset: int = 0  # index of the role's first bundle in `group` (a sweep trial's group holds every role)
 
     def options(self, index: int) -> dict[str, Any]:
         """`.options(...)` for the actor on bundle `index` of this role's group."""
@@ -36,14 +37,30 @@ class RolePlacement:
         custom = {k: v for k, v in bundle.items() if k not in ("CPU", "GPU")}
         return dict(num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0), resources=custom,
                     scheduling_strategy=PlacementGroupSchedulingStrategy(
-                        placement_group=self.group, placement_group_bundle_index=index))
+                        placement_group=self.group, placement_group_bundle_index=self.offset + index))
 
     def nodes(self) -> list[str]:
         """The node id each bundle was placed on."""
         from ray.util.placement_group import placement_group_table
 
         table = placement_group_table(self.group).get("bundles_to_node_id", {})
-        return [table.get(i, "?") for i in range(len(self.bundles))]
+        return [table.get(self.offset + i, "?") for i in range(len(self.bundles))]
+
+
+TRIAL_HEAD = {"CPU": 1.0}  # a sweep trial's own bundle (its driver), before the roles' bundles in its group
+_host: list[Any] = []  # the placement group of the sweep trial this process drives, when it is one
+
+
+def host_in_group(group: Any) -> None:
+    """Place this process's roles in `group` (a Ray Tune trial's, laid out by `trial_bundles`) instead of groups
+    of their own: the sweep reserved the resources when it started the trial."""
+    _host[:] = [group]
+
+
+def trial_bundles(roles: Sequence[Role]) -> list[dict[str, float]]:
+    """A sweep trial's bundles: its driver's, then every role's, in the order `place_roles` reads them."""
+    return [dict(TRIAL_HEAD)] + [b for bundles in role_bundles([r for r in roles if r.count]).values()
+                                 for b in bundles]
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,12 @@ def place_roles(roles: Sequence[Role], res: ResourcesConfig) -> dict[str, RolePl
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
+    if _host:
+        offset, placements = 1, {}
+        for role, bundles in role_bundles([r for r in roles if r.count]).items():
+            placements[role] = RolePlacement(role, _host[0], bundles, offset)
+            offset += len(bundles)
+        return placements
     check_feasible(roles)
     placements = {}
     for role, bundles in role_bundles([r for r in roles if r.count]).items():

@@ -44,6 +44,7 @@ Backend = Literal["auto", "gloo", "nccl"]
 LoraSync = Literal["adapter", "merged"]  # what a LoRA run's weight sync sends (actors/weight_sync.py)
 Transport = Literal["auto", "cpu", "nccl", "ipc"]
 PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+SweepScheduler = Literal["lcpfn", "asha", "none"]  # early stopping of sweep trials (rlpost/sweep/scheduler.py)
 # The named policies of reward.on_error; the key also takes a number (the score failed samples get), so it is
 # typed str in the schema and checked in rlpost/recipe_checks.py.
 OnErrorPolicy = Literal["raise", "skip"]

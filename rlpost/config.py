@@ -42,6 +42,7 @@ from rlpost.choices import (
     SamplerKind,
     SingletonRule,
     StdDdof,
+    SweepScheduler,
     TisLevel,
     ToolFormatKind,
     Transport,
@@ -476,6 +477,26 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    scheduler: SweepScheduler = doc("`rlpost sweep` early stopping: 'lcpfn' stops a trial when LC-PFN's predicted "
+                                    "probability that its final metric beats the best finished trial's falls below "
+                                    "sweep.threshold; 'asha' is Ray Tune's ASHA; 'none' runs every trial to the end",
+                                    "lcpfn")
+    metric: str = doc("held-out metric that drives stopping and picks the best trial (higher is better, within "
+                      "[0, 1]); reported every run.eval_every steps", "eval/sampled/mean")
+    min_steps: int = doc("no trial is stopped before this many training steps", 0, range=f"[0, {MAX_STEPS}]")
+    threshold: float = doc("lcpfn: stop when P(final metric > best finished trial's) is below this", 0.05,
+                           range="(0, 1)")
+    reduction_factor: int = doc("asha: keep the top 1/reduction_factor of trials at each rung", 3,
+                                range=f"[2, {MAX_COUNT}]")
+    num_samples: int = doc("times the search space is sampled (each grid combination that many times, with fresh "
+                           "draws of the random keys)", 1, range=f"[1, {MAX_COUNT}]")
+    max_concurrent: int = doc("trials running at once (0 = as many as the Ray cluster holds; the others queue)", 0,
+                              range=f"[0, {MAX_COUNT}]")
+    seed: int = doc("seed of the random draws of the search space", 0, range=f"[0, {MAX_SEED}]")
+
+
+@dataclass(frozen=True)
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -491,6 +512,7 @@ class RootConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunConfig = field(default_factory=RunConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(RootConfig))

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default=None, help="dataset split (default: data.eval_split)")
     evaluate.add_argument("--out", default=None, help="write the results as JSON to this file")
     _report_command(sub)
+    _sweep_command(sub)
     keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
     keys.add_argument("--markdown", action="store_true", help="print the README's markdown table")
     presets = sub.add_parser("presets", help="list the algorithm presets (algorithm.preset) and what each sets")
@@ -115,6 +116,35 @@ def _report_command(sub: Any) -> None:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (runs/<name>-<time>)")
     report.add_argument("--out", default=None, help="where to write them (default: the first RUN_DIR)")
     report.add_argument("--dpi", type=int, default=80, help="resolution of the PNG (default 80)")
+
+
+def _sweep_command(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="a hyperparameter sweep on Ray Tune with learning-curve early stopping (LC-PFN or ASHA)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train RECIPE once per point of the search space in SPACE (a YAML file mapping recipe keys to a "
+                    "value or {grid|choice|uniform|loguniform|randint: [...]}), each point a Ray Tune trial and a "
+                    "normal run directory, stopping weak trials early by their held-out curve (sweep.scheduler: "
+                    "lcpfn, asha or none; sweep.metric every run.eval_every steps; sweep.min_steps). Writes "
+                    "SWEEP_DIR/summary.md (table, best configuration, compute used and saved), summary.json and "
+                    "curves.png. Rerunning the same command after the driver died restores the sweep: finished "
+                    "trials stay, unfinished ones resume from their checkpoints.",
+        epilog="example SPACE.yaml:\n  learner.lr: {loguniform: [1.0e-5, 3.0e-4]}\n  algorithm.clip_eps: {grid: "
+               "[0.1, 0.2]}\n  run.seed: 0\n\nsweep keys: " + ", ".join(
+                   k for k, *_ in all_fields() if k.startswith("sweep.")))
+    sweep.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
+    sweep.add_argument("space", help="search-space YAML file")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every trial")
+    sweep.add_argument("--out", default=None,
+                       help="sweep directory (default: run.output_dir/sweep-<run.name>); rerun with the same one to "
+                            "restore a sweep")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from rlpost.app.sweep import plan_sweep, run_sweep
+
+    summary = run_sweep(plan_sweep(args.recipe, args.space, args.overrides, args.out))
+    return 0 if summary["counts"]["failed"] == 0 else 1
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -223,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     usage_errors = _usage_errors()
     try:
+        if args.command == "sweep":
+            return _sweep(args)
         config = load_config(args.recipe, args.overrides)
         if args.command == "validate":
             from rlpost.app.commands import validate

@@ -74,44 +74,74 @@ def make_run_dir(config: RootConfig) -> Path:
 
 def train(config: RootConfig) -> RunResult:
     """Run the recipe; prints one line per step, the before/after table, and returns where the outputs are."""
-    from actors.calls import ActorDiedError
-
-    setup = prepare(config)
-    for note in setup.notes:
-        print(f"[rlpost] {note}", flush=True)
-    run_dir, resume = _run_dir(config)
-    cluster = _start_cluster(config, setup, run_dir)
-    log = MetricsLog(run_dir, active_loggers(config), purge_step=resume["step"] + 1 if resume else None,
-                     config=flat_config(config))
+    session = Session(config)
     try:
-        run = _restore(config, cluster, setup, resume) if resume else _first_step(config, cluster, setup, log)
-
-        def save(step: int) -> Path:
-            return checkpoints.save(run_dir, step, cluster.learner, run.driver_state(), config.checkpoint.keep_last,
-                                    config.checkpoint.save_merged)
-
         try:
-            steps, seconds, stopped = _train_loop(config, run.trainer, log, setup.eval,
-                                                  resume["step"] if resume else 0, save)
-        except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
-            done = checkpoints.complete_checkpoints(run_dir)
-            where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
-            raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
-                             "`resume=auto`.") from None
+            stopped = session.advance(config.run.steps)
         finally:
-            run.trainer.pipeline.close()  # a batch collected ahead past a stop is dropped (a checkpoint has its own)
+            session.run.trainer.pipeline.close()  # a batch collected ahead past a stop is dropped (a checkpoint
+            # has its own)
         if stopped:  # by SIGTERM, with a checkpoint: no final eval or weights, the run is not over
-            return RunResult(run_dir, accuracy_only(run.before), {}, steps, seconds, stopped_by_signal=True)
-        after = _finish(config, run, cluster.learner, setup.eval, run_dir)
+            return RunResult(session.run_dir, accuracy_only(session.run.before), {}, session.step, session.seconds,
+                             stopped_by_signal=True)
+        after = session.finish()
     finally:
-        log.close()
+        session.log.close()
+    run_dir = session.run_dir
     plot_run(run_dir / "metrics.jsonl", run_dir / "metrics.png", run_dir / "sampler_weights.png")
     from rlpost.report import report
 
     png, _ = report([run_dir])
-    print(f"[rlpost] trained {steps} steps in {seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}; dashboard: {png} "
-          f"(rlpost report RUN_DIR [RUN_DIR ...] compares runs)", flush=True)
-    return RunResult(run_dir, accuracy_only(run.before), after, steps, seconds)
+    print(f"[rlpost] trained {session.step} steps in {session.seconds:.0f}s; metrics: {run_dir / 'metrics.jsonl'}; "
+          f"dashboard: {png} (rlpost report RUN_DIR [RUN_DIR ...] compares runs)", flush=True)
+    return RunResult(run_dir, accuracy_only(session.run.before), after, session.step, session.seconds)
+
+
+class Session:
+    """A run whose actors are up and whose step 0 (or checkpoint) is in place, ready to train: `train` takes it to
+    run.steps in one go, a sweep trial (rlpost/app/trial.py) eval by eval, so that it can be stopped between."""
+
+    def __init__(self, config: RootConfig) -> None:
+        self.config = config
+        self.setup = prepare(config)
+        for note in self.setup.notes:
+            print(f"[rlpost] {note}", flush=True)
+        self.run_dir, resume = _run_dir(config)
+        self.cluster = _start_cluster(config, self.setup, self.run_dir)
+        self.log = MetricsLog(self.run_dir, active_loggers(config),
+                              purge_step=resume["step"] + 1 if resume else None, config=flat_config(config))
+        try:
+            self.run = (_restore(config, self.cluster, self.setup, resume) if resume
+                        else _first_step(config, self.cluster, self.setup, self.log))
+        except BaseException:
+            self.log.close()
+            raise
+        self.step: int = resume["step"] if resume else 0
+        self.seconds = 0.0
+
+    def save(self, step: int) -> Path:
+        """A complete checkpoint of the run at `step` (rlpost/checkpoint.py)."""
+        return checkpoints.save(self.run_dir, step, self.cluster.learner, self.run.driver_state(),
+                                self.config.checkpoint.keep_last, self.config.checkpoint.save_merged)
+
+    def advance(self, until: int, on_step: Callable[[int, dict[str, float]], None] | None = None) -> bool:
+        """Train up to step `until` (at most run.steps); True when SIGTERM stopped it early with a checkpoint."""
+        from actors.calls import ActorDiedError
+
+        try:
+            self.step, seconds, stopped = _train_loop(self.config, self.run.trainer, self.log, self.setup.eval,
+                                                      self.step, self.save, until, on_step)
+        except ActorDiedError as err:  # engines and reward workers are replaced; a learner rank cannot be
+            done = checkpoints.complete_checkpoints(self.run_dir)
+            where = f"the last checkpoint is {done[-1]}" if done else "there is no checkpoint (set checkpoint.every)"
+            raise RunStopped(f"{err}\nThe run stopped; {where}. Continue it with the same command plus "
+                             "`resume=auto`.") from None
+        self.seconds += seconds
+        return stopped
+
+    def finish(self) -> dict[str, float]:
+        """The eval after training, eval.json and the final weights (`_finish`)."""
+        return _finish(self.config, self.run, self.cluster.learner, self.setup.eval, self.run_dir)
 
 
 @dataclass
@@ -271,9 +301,11 @@ def _rif_filter(config: RootConfig, rollouts: Rollouts, prompts: list[Prompt]) -
 
 
 def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prompts: list[Prompt], first_step: int,
-                save: Callable[[int], Path]) -> tuple[int, float, bool]:
-    """Steps first_step+1 .. run.steps; checkpoints every checkpoint.every steps, and on SIGTERM after the step in
-    flight, then stops. Returns (last step, seconds, whether SIGTERM stopped the run)."""
+                save: Callable[[int], Path], until: int | None = None,
+                on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[int, float, bool]:
+    """Steps first_step+1 .. min(until, run.steps) (until None: run.steps), each one's metrics also to `on_step`;
+    checkpoints every checkpoint.every steps, and on SIGTERM after the step in flight, then stops. Returns (last
+    step, seconds, whether SIGTERM stopped the run)."""
     import signal
 
     from tqdm import tqdm
@@ -288,12 +320,14 @@ def _train_loop(config: RootConfig, trainer: Trainer, log: MetricsLog, eval_prom
     if config.checkpoint.on_sigterm:
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
     step = first_step
-    for step in range(first_step + 1, config.run.steps + 1):
+    for step in range(first_step + 1, min(until or config.run.steps, config.run.steps) + 1):
         metrics = trainer.step(step)
         if config.run.eval_every and step % config.run.eval_every == 0 and eval_prompts:
             metrics.update(trainer.held_out(eval_prompts))
         log.log_samples(step, trainer.samples)
         log.log(step, metrics)  # written and flushed: a reader sees the whole step
+        if on_step is not None:
+            on_step(step, metrics)
         injected_fault("driver.step_done")  # resilience tests stop the driver here, so a kill lands after this step
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", step_s=f"{metrics['time/step']:.1f}")
