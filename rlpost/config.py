@@ -487,6 +487,9 @@ class SweepConfig:
     min_steps: int = doc("no trial is stopped before this many training steps", 0, range=f"[0, {MAX_STEPS}]")
     threshold: float = doc("lcpfn: stop when P(final metric > best finished trial's) is below this", 0.05,
                            range="(0, 1)")
+    lcpfn_falling: float = doc("lcpfn: share of the extrapolator's training curves that fall instead of rise (0 = "
+                               "the paper's prior, rising curves only; an RL run that collapses is a falling curve)",
+                               0.2, range="[0, 1]")
     reduction_factor: int = doc("asha: keep the top 1/reduction_factor of trials at each rung", 3,
                                 range=f"[2, {MAX_COUNT}]")
     num_samples: int = doc("times the search space is sampled (each grid combination that many times, with fresh "

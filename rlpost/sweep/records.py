@@ -52,3 +52,19 @@ def write_status(run_dir: Path, **fields: Any) -> None:
     tmp = run_dir / f"{STATUS}.tmp"
     tmp.write_text(json.dumps({**fields, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
     os.replace(tmp, run_dir / STATUS)
+
+
+def check_same_sweep(sweep_dir: Path, spec: dict[str, Any]) -> None:
+    """Record what the sweep in `sweep_dir` runs (recipe, overrides, search space) at its start; on a rerun, refuse
+    another one, naming what differs: a restored Tune experiment keeps its own space and would ignore the new."""
+    from rlpost.config import RecipeError
+
+    path = sweep_dir / "sweep.json"
+    if not path.exists():
+        path.write_text(json.dumps(spec, indent=2))
+        return
+    old = json.loads(path.read_text())
+    differ = [key for key in sorted(set(old) | set(spec)) if old.get(key) != spec.get(key)]
+    if differ:
+        raise RecipeError(f"{sweep_dir} holds a sweep with another {', '.join(differ)} ({path}); rerun the same "
+                          "command to restore it, or give another --out")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from rlpost.config import SweepConfig
+from rlpost.sweep.pfn import PFNSettings, ensure_pfn
 
 TIME_KEY = "training_step"  # what trials report as Tune's time attribute
 OBJECTIVE_KEY = "objective"  # the value of sweep.metric in a trial's result
@@ -74,10 +75,10 @@ def decide(curve: list[float], horizon: int, best: float | None, step: int, min_
 
 
 def make_scheduler(cfg: SweepConfig, steps: int, eval_every: int, state_path: Path | None = None,
-                   pfn_dir: Path | None = None) -> Any:
+                   pfn: tuple[Path, PFNSettings] | None = None) -> Any:
     """The Tune scheduler for sweep.scheduler: LCPFNScheduler, Tune's ASHA, or Tune's FIFO (no stopping)."""
     if cfg.scheduler == "lcpfn":
-        return LCPFNScheduler(cfg, steps, eval_every, state_path, pfn_dir=pfn_dir)
+        return LCPFNScheduler(cfg, steps, eval_every, state_path, pfn=pfn)
     if cfg.scheduler == "asha":
         return ASHAScheduler(time_attr=TIME_KEY, metric=OBJECTIVE_KEY, mode="max", max_t=steps,
                              grace_period=max(cfg.min_steps, eval_every), reduction_factor=cfg.reduction_factor)
@@ -88,13 +89,14 @@ def make_scheduler(cfg: SweepConfig, steps: int, eval_every: int, state_path: Pa
 
 class LCPFNScheduler(FIFOScheduler):
     """Tune scheduler: trials run in submission order (FIFO) and stop by `decide`. `predictor` defaults to the
-    extrapolator cached in `pfn_dir` (rlpost/sweep/pfn.py), loaded at the first decision; tests pass their own."""
+    extrapolator `pfn` = (cache folder, settings) (rlpost/sweep/pfn.py), loaded at the first decision; tests pass
+    their own."""
 
     def __init__(self, cfg: SweepConfig, steps: int, eval_every: int, state_path: Path | None = None,
-                 predictor: Predictor | None = None, pfn_dir: Path | None = None) -> None:
+                 predictor: Predictor | None = None, pfn: tuple[Path, PFNSettings] | None = None) -> None:
         super().__init__()
         self.cfg, self.steps, self.eval_every, self.state_path = cfg, steps, eval_every, state_path
-        self.pfn_dir = pfn_dir
+        self.pfn = pfn
         self._book: CurveBook | None = None
         self._predictor = predictor
 
@@ -121,11 +123,9 @@ class LCPFNScheduler(FIFOScheduler):
             return str(TrialScheduler.CONTINUE)
         best = book.best_final()
         if self._predictor is None and best is not None:
-            from rlpost.sweep.pfn import ensure_pfn
-
-            if self.pfn_dir is None:
-                raise ValueError("LCPFNScheduler needs pfn_dir (where the extrapolator is cached) or a predictor")
-            self._predictor = ensure_pfn(self.pfn_dir)
+            if self.pfn is None:
+                raise ValueError("LCPFNScheduler needs a predictor or pfn=(cache folder, settings)")
+            self._predictor = ensure_pfn(*self.pfn)
         stop, p = decide(book.curve(trial.trial_id), self.steps // self.eval_every + 1, best, step,
                          cfg.min_steps, cfg.threshold, self._predictor)  # type: ignore[arg-type]
         if p is not None:

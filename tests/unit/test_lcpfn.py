@@ -25,6 +25,14 @@ def test_prior_curves_rise_and_stay_in_range():
     assert np.array_equal(clean, again)
 
 
+def test_a_share_of_prior_curves_falls():
+    clean, _ = sample_curves(np.random.default_rng(1), 2000, 10, falling=0.25)
+    falls = clean[:, -1] < clean[:, 0]
+    assert 0.2 < falls.mean() < 0.3 and (clean >= 0).all() and (clean <= 1).all()
+    rising, _ = sample_curves(np.random.default_rng(1), 2000, 10)
+    assert (rising[:, -1] > rising[:, 0]).all()
+
+
 def test_bar_distribution_golden_values():
     bars = BarDistribution(torch.tensor([0.0, 1.0, 2.0, 4.0]))
     logits = torch.zeros(3)  # each bucket 1/3

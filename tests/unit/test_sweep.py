@@ -148,3 +148,14 @@ def test_summary_of_a_sweep(tmp_path):
     assert "trial_a **best**" in md and "best: trial_a (learner.lr=0.0001)" in md and "38% saved" in md
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert json.loads((tmp_path / "summary.json").read_text())["best"]["name"] == "trial_a"
+
+
+def test_a_sweep_directory_refuses_another_sweep(tmp_path):
+    from rlpost.config import RecipeError
+    from rlpost.sweep.records import check_same_sweep
+
+    spec = {"recipe": "quickstart", "overrides": ["run.steps=10"], "space": {"learner.lr": ["grid", [1e-5, 3e-5]]}}
+    check_same_sweep(tmp_path, spec)
+    check_same_sweep(tmp_path, json.loads(json.dumps(spec)))  # the same sweep again: restored
+    with pytest.raises(RecipeError, match="another overrides, space"):
+        check_same_sweep(tmp_path, {**spec, "overrides": [], "space": {}})
