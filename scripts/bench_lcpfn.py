@@ -84,8 +84,10 @@ def evaluate(pfns: dict[str, Any], curves: list[np.ndarray], k: int,
 
 
 def real_curves(pattern: str) -> list[np.ndarray]:
-    """eval/sampled/mean per eval, with the step-0 value from eval.json, for every run with at least 5 points."""
-    curves = []
+    """eval/sampled/mean per eval, with the step-0 value from eval.json, for every finished run with at least 5
+    points (a stopped sweep trial has no eval.json), each distinct curve once."""
+    curves: list[np.ndarray] = []
+    seen: set[tuple[float, ...]] = set()
     for path in sorted(glob.glob(pattern, recursive=True)):
         run_dir = Path(path).parent
         try:
@@ -102,8 +104,10 @@ def real_curves(pattern: str) -> list[np.ndarray]:
                 points[int(row["step"])] = float(row["eval/sampled/mean"])
         if before is not None and points and 0 not in points:
             points[0] = float(before)
-        if len(points) >= 5 and 0 in points:
-            curves.append(np.array([points[s] for s in sorted(points)]))
+        curve = tuple(points[s] for s in sorted(points))
+        if len(points) >= 5 and 0 in points and curve not in seen:  # the sweep benches rerun identical trials
+            seen.add(curve)
+            curves.append(np.array(curve))
     return curves
 
 

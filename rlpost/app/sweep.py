@@ -104,6 +104,8 @@ def run_sweep(plan: SweepPlan) -> dict[str, Any]:
                 callbacks=[Progress(), JsonLoggerCallback(), CSVLoggerCallback()],
                 failure_config=tune.FailureConfig(max_failures=0),
                 checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
+    extra["setup_seconds"] = round(time.perf_counter() - started, 1)  # checks, and the extrapolator on first use
+    started = time.perf_counter()
     tuner.fit()
     summary = summarise(plan.sweep_dir, cfg.metric, cfg.scheduler, config.run.steps, time.perf_counter() - started,
                         extra)

@@ -136,7 +136,10 @@ def load_space(path: str | Path, recipe: str, overrides: list[str] | tuple[str, 
     for key, spec in raw.items():
         key = str(key)
         if key not in known:
+            import difflib
+
             near = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
+            near = near or difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             raise RecipeError(f"{path}: '{key}' is not a recipe key{hint}; `rlpost keys` lists them")
         if any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESERVED):

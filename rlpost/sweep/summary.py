@@ -82,7 +82,9 @@ def summary_markdown(data: dict[str, Any]) -> str:
     return (f"# Sweep ({data['scheduler']} scheduler)\n\n{len(rows)} trials: {counts}. {chosen}.\n\n"
             f"Compute: {data['steps_run']} training steps of {data['steps_if_unstopped']} without stopping "
             f"({100 * data['compute_saved']:.0f}% saved); {data['train_seconds']:.0f} s training in trials, "
-            f"{data['wall_seconds']:.0f} s wall.\n\n" + "\n".join(lines) + "\n")
+            f"{data['wall_seconds']:.0f} s wall" + (f" after {data['setup_seconds']:.0f} s of set-up"
+                                                    if "setup_seconds" in data else "")
+            + ".\n\n" + "\n".join(lines) + "\n")
 
 
 def _fmt(value: Any) -> str:

@@ -40,7 +40,7 @@ rollout.max_new_tokens: 6
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("learner.lrr: {grid: [1.0e-5]}", "'learner.lrr' is not a recipe key"),
+    ("learner.lrr: {grid: [1.0e-5]}", "'learner.lrr' is not a recipe key (did you mean learner.lr?)"),
     ("lr: {grid: [1.0e-5]}", "did you mean learner.lr"),
     ("learner.lr: {between: [1, 2]}", "expected a value or one of"),
     ("learner.lr: {grid: []}", "needs a non-empty list"),
