@@ -156,7 +156,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"pfn": {k: p.report for k, p in pfns.items()}, "rows": rows,
                                           "args": vars(args)}, indent=1))
     print(f"\n[bench] LC-PFN {pfns['lcpfn'].report.get('settings')} trained in "
-          f"{pfns['lcpfn'].report.get('train_seconds')} s; {len(real)} real curves; numbers: {args.out}")
+          f"{pfns['lcpfn'].report.get('train_seconds')} s; {len(real)} real curves of "
+          f"{min(map(len, real))}-{max(map(len, real))} points; numbers: {args.out}")
 
 
 def _real_row(pfns: dict[str, Any], curves: list[np.ndarray], frac: float) -> dict[str, Any]:
