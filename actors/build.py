@@ -220,6 +220,19 @@ class Cluster:
     def reward(self) -> RewardClient:
         return cast(RewardClient, self.workers.reward)
 
+    def close(self) -> None:
+        """Kill every actor this cluster started, so their resources are free at once (a sweep trial's, for the
+        next trial; a process that exits frees them anyway, since it owns them)."""
+        import ray
+
+        memory = getattr(self.workers.memory, "handle", None) if self.workers.memory is not None else None
+        for handle in [*self.rollout_handles, *self.learner_handles, *self.reward.handles, memory]:
+            if handle is not None:
+                try:
+                    ray.kill(handle, no_restart=True)
+                except Exception:  # already dead: nothing to free
+                    pass
+
 
 def worst_chunk_s(reward: RewardConfig) -> float:
     """Longest a worker may take over one chunk when every call hangs: each function's call and its retry, the

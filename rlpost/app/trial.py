@@ -129,14 +129,5 @@ class RlpostTrial(tune.Trainable):
             from rlpost.metrics import plot_run
 
             plot_run(s.run_dir / "metrics.jsonl", s.run_dir / "metrics.png", s.run_dir / "sampler_weights.png")
-            _kill_actors(s.cluster)
+            s.cluster.close()
 
-
-def _kill_actors(cluster: Any) -> None:
-    import ray
-
-    for handle in [*cluster.rollout_handles, *cluster.learner_handles, *getattr(cluster.workers.reward, "handles", [])]:
-        try:
-            ray.kill(handle)
-        except Exception:  # already dead: nothing to free
-            pass
