@@ -218,7 +218,7 @@ COVERED_ELSEWHERE = {
     "Backend": "passed to torch.distributed (auto resolved in actors/learner.py)",
     "Transport": "actors/weight_sync.py make_weight_sync (auto resolved in actors/build.py)",
     "PlacementStrategy": "passed to Ray's placement_group",
-    "SweepScheduler": "rlpost/sweep/scheduler.py make_scheduler; tests/unit/test_sweep.py builds each",
+    "SweepScheduler": "rlpost/sweep/scheduler.py make_scheduler; tests/unit/test_sweep_scheduler.py builds each",
     "RolloutMode": "rlpost/pipeline.py rollout_lag (tests/unit/test_async.py: every mode has a lag)",
     "PartialLoss": "rlpost/loop.py (latest_segment_only); tests/unit/test_partial.py trains both",
     "AllocatorSchedule": "rlpost/collect.py (by_iteration); tests/unit/test_dynamic_sampling.py runs both",
