@@ -66,9 +66,9 @@ def injected_fault(point: str) -> None:
     'rollout.generate:hang', 'learner.train.rank1:exit@3', 'reward.score:exit@2', 'driver.step_done:hang@3'),
     misbehave at its n-th call in each process (default the first) the way clusters do: 'hang' never returns, 'exit'
     kills the process. A replacement actor counts afresh. Points: rollout.generate, learner.train.rank<i>,
-    reward.score (actors), and driver.step_done (the driver, right after a step's metrics are written and flushed:
-    a test that kills the run there knows which steps it logged, however fast the machine). Unset (always, outside
-    resilience tests), it does nothing."""
+    reward.score (actors), driver.step_done (the driver, right after a step's metrics are written and flushed: a
+    test that kills the run there knows which steps it logged, however fast the machine) and sweep.trial_done (a
+    sweep's driver, right after a trial ended). Unset (always, outside resilience tests), it does nothing."""
     spec = os.environ.get("RLPOST_INJECT_FAULT", "")
     if not spec or spec.split(":")[0] != point:
         return
