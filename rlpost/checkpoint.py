@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rlpost.atomic import write_text_atomic
 from rlpost.config import RootConfig
 from rlpost.recipes import to_yaml
 
@@ -132,9 +133,7 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
         if not path.is_file():
             continue
         kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _step_of(line: str) -> float:

@@ -292,17 +292,12 @@ def ensure_base_model(out_dir: Path, settings: BuildSettings | None = None, forc
 
     The build goes to a temporary folder renamed into place, so an interrupted build never looks complete.
     """
-    import os
-    import shutil
+    from rlpost.atomic import build_dir_atomic
 
     s = settings or BuildSettings()
     report = read_report(out_dir)
     if not force and report and report.get("fingerprint") == s.fingerprint() and (out_dir / "config.json").exists():
         return out_dir
     log(f"[base model] building the embedded base model into {out_dir} (seeded SFT, cached afterwards)")
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_base_model(tmp, s, log)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    build_dir_atomic(out_dir, lambda tmp: build_base_model(tmp, s, log))
     return out_dir

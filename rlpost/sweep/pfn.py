@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlpost.atomic import build_dir_atomic
 from rlpost.sweep.prior import sample_curves
 
 VERSION = 1  # bump when the architecture or training changes: the cache fingerprint includes it
@@ -205,14 +205,13 @@ def ensure_pfn(out_dir: Path, settings: PFNSettings | None = None, log: Callable
     log(f"[lc-pfn] training the learning-curve extrapolator into {out_dir} from the prior (cached afterwards)")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     pfn = train_pfn(s, log)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"state": pfn.model.state_dict(), "borders": pfn.bars.borders}, tmp / "model.pt")
-    (tmp / "report.json").write_text(json.dumps(pfn.report, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    build_dir_atomic(out_dir, lambda tmp: _save(pfn, tmp))
     return pfn
+
+
+def _save(pfn: Extrapolator, folder: Path) -> None:
+    torch.save({"state": pfn.model.state_dict(), "borders": pfn.bars.borders}, folder / "model.pt")
+    (folder / "report.json").write_text(json.dumps(pfn.report, indent=2))
 
 
 def load_pfn(out_dir: Path) -> Extrapolator | None:

@@ -5,10 +5,11 @@ sweep.metric] per report). Read back by the summary and by a trial restarted aft
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from rlpost.atomic import write_text_atomic
 
 STATUS = "status.json"
 CURVE = "curve.jsonl"
@@ -49,9 +50,8 @@ def append_curve(run_dir: Path, step: int, value: float) -> None:
 
 
 def write_status(run_dir: Path, **fields: Any) -> None:
-    tmp = run_dir / f"{STATUS}.tmp"
-    tmp.write_text(json.dumps({**fields, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
-    os.replace(tmp, run_dir / STATUS)
+    write_text_atomic(run_dir / STATUS, json.dumps({**fields, "time": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                                   indent=2))
 
 
 def check_same_sweep(sweep_dir: Path, spec: dict[str, Any]) -> None:

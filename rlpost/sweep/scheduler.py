@@ -12,13 +12,13 @@ decides as it would have.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from rlpost.atomic import write_text_atomic
 from rlpost.config import SweepConfig
 from rlpost.sweep.pfn import PFNSettings, ensure_pfn
 
@@ -51,10 +51,19 @@ class CurveBook:
     def save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"curves": self.curves, "finals": self.finals, "decisions": self.decisions},
-                                  indent=1))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps({"curves": self.curves, "finals": self.finals,
+                                                 "decisions": self.decisions}, indent=1))
+
+    def record(self, trial: str, result: dict[str, Any], last_step: int) -> tuple[int, float] | None:
+        """Add a trial's reported point (and its final value when `step` is the last); None when the result has
+        no point."""
+        if result.get(TIME_KEY) is None or result.get(OBJECTIVE_KEY) is None:
+            return None
+        step, value = int(result[TIME_KEY]), float(result[OBJECTIVE_KEY])
+        self.curves.setdefault(trial, {})[step] = value
+        if step >= last_step:
+            self.finals[trial] = value
+        return step, value
 
     def curve(self, trial: str) -> list[float]:
         points = self.curves.get(trial, {})
@@ -113,12 +122,12 @@ class LCPFNScheduler(FIFOScheduler):
         return True
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        if TIME_KEY not in result or OBJECTIVE_KEY not in result:
+        book, cfg = self.book, self.cfg
+        point = book.record(trial.trial_id, result, self.steps)
+        if point is None:
             return str(TrialScheduler.CONTINUE)
-        step, value, book, cfg = int(result[TIME_KEY]), float(result[OBJECTIVE_KEY]), self.book, self.cfg
-        book.curves.setdefault(trial.trial_id, {})[step] = value
+        step, value = point
         if step >= self.steps:
-            book.finals[trial.trial_id] = value
             book.save()
             return str(TrialScheduler.CONTINUE)
         best = book.best_final()
@@ -138,11 +147,7 @@ class LCPFNScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any] | None) -> None:
         """Tune hands a trial's last result (done=True) here rather than to on_trial_result."""
-        if result and result.get(TIME_KEY) is not None and result.get(OBJECTIVE_KEY) is not None:
-            step, value = int(result[TIME_KEY]), float(result[OBJECTIVE_KEY])
-            self.book.curves.setdefault(trial.trial_id, {})[step] = value
-            if step >= self.steps:
-                self.book.finals[trial.trial_id] = value
+        if result and self.book.record(trial.trial_id, result, self.steps) is not None:
             self.book.save()
 
     def debug_string(self) -> str:
